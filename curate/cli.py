@@ -1,0 +1,106 @@
+"""The ``curate`` command line: a thin argparse front over the library's verbs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from curate.workspace import DEFAULT_WORKSPACE, CurateError
+
+
+def _ws(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-w", "--workspace", default=DEFAULT_WORKSPACE,
+                   help=f"workspace directory (default: ./{DEFAULT_WORKSPACE})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="curate", description="Curate image-text pair datasets.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic pool with ground truth")
+    p.add_argument("out")
+    p.add_argument("-n", type=int, default=2000, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=500)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-format", choices=("jpg", "png", "webp"), default="jpg")
+
+    p = sub.add_parser("ingest", help="add image-text pairs from shards, tables or folders")
+    p.add_argument("sources", nargs="+", help="tar files, globs, brace patterns, tables, folders")
+    _ws(p)
+    p.add_argument("--image-column", help="table column with image paths or URLs")
+    p.add_argument("--caption-column", help="table column with captions")
+    p.add_argument("--key-column", help="table column with sample keys")
+    p.add_argument("--verify", action="store_true", help="fully decode every image")
+    p.add_argument("--max-pixels", type=int, help="decompression-bomb limit (width*height)")
+
+    p = sub.add_parser("info", help="counts, passes and sizes of a workspace")
+    _ws(p)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = sub.add_parser("embed", help="compute image and text embeddings once per model")
+    _ws(p)
+    p.add_argument("--model", default="tiny-clip", help="registered name, ARCH@TAG, "
+                   "ARCH@/path/weights.pt or local-dir:/path (see `curate models`)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=None, help="decode workers (default: cores)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best present)")
+
+    sub.add_parser("models", help="list registered models")
+
+    p = sub.add_parser("demo", help="synthetic pool -> workspace -> every pass")
+    _ws(p)
+    p.add_argument("-n", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "synth":
+        from curate.synth import make_pool
+        out = make_pool(args.out, args.n, args.seed, args.shard_size, args.image_size,
+                        args.image_format)
+        print(f"wrote {args.n} samples in img2dataset layout to {out} (truth: "
+              f"{out / 'truth.parquet'})")
+    elif args.command == "ingest":
+        from curate.images import MAX_PIXELS
+        from curate.ingest import ingest
+        report = ingest(args.sources, args.workspace, args.image_column, args.caption_column,
+                        args.key_column, verify=args.verify,
+                        max_pixels=args.max_pixels or MAX_PIXELS)
+        print(report.summary())
+    elif args.command == "info":
+        from curate.info import format_info, info
+        d = info(args.workspace)
+        print(json.dumps(d, indent=2, default=str) if args.json else format_info(d))
+    elif args.command == "embed":
+        from curate.embed import embed
+        print(embed(args.workspace, args.model, batch_size=args.batch_size,
+                    workers=args.workers, device=args.device).summary())
+    elif args.command == "models":
+        from curate.models import list_models
+        for spec in list_models():
+            print(f"{spec.name:<20} {spec.arch}@{spec.pretrained or '(built locally)'}  "
+                  f"{spec.description}")
+    elif args.command == "demo":
+        from curate.demo import demo
+        demo(Path(args.workspace), args.n, args.seed)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CurateError as e:
+        print(f"curate {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"curate {args.command}: interrupted; run it again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

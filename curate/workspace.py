@@ -1,0 +1,145 @@
+"""A workspace: a directory of Parquet parts, one folder per pass with a manifest, and a
+``catalog.duckdb`` of views joined on ``sample_id`` (rebuildable from the Parquet at any time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DEFAULT_WORKSPACE = "workspace"
+
+
+class CurateError(Exception):
+    """A problem the user can fix; the CLI prints it as one line and exits non-zero."""
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it into place only on success."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> Path:
+    """Write ``table`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return Path(path)
+
+
+def write_json(obj: dict, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    return Path(path)
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths and catalog of one workspace directory."""
+
+    root: Path
+
+    @classmethod
+    def open(cls, root: str | Path, create: bool = False) -> "Workspace":
+        root = Path(root).expanduser().resolve()
+        if create:
+            (root / "samples").mkdir(parents=True, exist_ok=True)
+        elif not (root / "samples").is_dir():
+            raise CurateError(f"{root} is not a workspace (no samples/ folder); "
+                              "run `curate ingest SOURCE -w DIR` first")
+        return cls(root)
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    def sample_parts(self) -> list[Path]:
+        return sorted(self.samples_dir.glob("part-*.parquet"))
+
+    def pass_dirs(self, kind: str) -> list[Path]:
+        """Folders of a kind of pass output (``embeddings``, ``scores``) that hold a manifest."""
+        base = self.root / kind
+        return sorted(p.parent for p in base.glob("*/manifest.json")) if base.is_dir() else []
+
+    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """A connection to the catalog, rebuilt first so views see every part on disk."""
+        if not read_only:
+            con = duckdb.connect(str(self.catalog_path))
+            self._build_views(con)
+            return con
+        self.refresh()
+        return duckdb.connect(str(self.catalog_path), read_only=True)
+
+    def refresh(self) -> None:
+        """Recreate the catalog's views from the Parquet on disk."""
+        with duckdb.connect(str(self.catalog_path)) as con:
+            self._build_views(con)
+
+    def _build_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        glob = lambda d: str(d / "part-*.parquet").replace("'", "''")  # noqa: E731
+        views = {}
+        if self.sample_parts():
+            views["samples"] = f"SELECT * FROM read_parquet('{glob(self.samples_dir)}')"
+        for d in self.pass_dirs("embeddings"):
+            if any(d.glob("part-*.parquet")):
+                views[f"embeddings_{_ident(d.name)}"] = (
+                    f"SELECT * FROM read_parquet('{glob(d)}')")
+        for d in self.pass_dirs("scores"):
+            if any(d.glob("part-*.parquet")):
+                views[f"scores_{_ident(d.name)}"] = f"SELECT * FROM read_parquet('{glob(d)}')"
+        existing = {r[0] for r in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        for name in existing - set(views) - {"pairs"}:
+            con.execute(f'DROP VIEW IF EXISTS "{name}"')
+        for name, sql in views.items():
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
+        if "samples" in views:
+            con.execute(f'CREATE OR REPLACE VIEW pairs AS {self._pairs_sql(views)}')
+
+    @staticmethod
+    def _pairs_sql(views: dict[str, str]) -> str:
+        """Samples joined with every score pass's columns (prefixed by the pass key)."""
+        sql, cols = "SELECT s.*", []
+        joins = []
+        for i, name in enumerate(n for n in views if n.startswith("scores_")):
+            joins.append(f' LEFT JOIN "{name}" AS t{i} USING (sample_id)')
+            cols.append(f" t{i}.* EXCLUDE (sample_id)")
+        return sql + "".join("," + c for c in cols) + " FROM samples AS s" + "".join(joins)
+
+    def manifest(self, kind: str, key: str) -> dict | None:
+        path = self.root / kind / key / "manifest.json"
+        return read_json(path) if path.exists() else None
+
+
+def _ident(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).lower()
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
