@@ -1,0 +1,15 @@
+"""curate: a notebook-first workbench for curating image-text pair datasets.
+
+The public verbs: ``synth``, ``ingest``, ``embed``, ``info``. Heavy libraries (torch,
+open_clip) load only when a verb that needs them runs.
+"""
+
+__version__ = "0.1.0"
+
+from curate.workspace import CurateError, Workspace  # noqa: E402
+from curate.synth import make_pool as synth  # noqa: E402
+from curate.ingest import ingest  # noqa: E402
+from curate.embed import embed  # noqa: E402
+from curate.info import info  # noqa: E402
+
+__all__ = ["CurateError", "Workspace", "__version__", "embed", "info", "ingest", "synth"]

@@ -46,6 +46,9 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS, verify: bool = False) -> Pr
     except Image.DecompressionBombError as e:
         return Probe(error=f"decompression_bomb: {e}")
     except Exception as e:  # PIL raises many types for bad headers
+        fmt = _sniff(data)
+        if fmt and _truncated(data, fmt):
+            return Probe(fmt, error=f"truncated_image: {fmt} data ends inside its header")
         return Probe(error=f"undecodable_image: {type(e).__name__}: {e}".splitlines()[0])
     if w * h > max_pixels:
         return Probe(fmt, w, h, f"decompression_bomb: {w}x{h} exceeds {max_pixels} pixels")
@@ -59,6 +62,16 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS, verify: bool = False) -> Pr
         except Exception as e:
             return Probe(fmt, w, h, f"undecodable_image: {type(e).__name__}: {e}")
     return Probe(fmt, w, h)
+
+
+_MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png", b"GIF8": "gif"}
+
+
+def _sniff(data: bytes) -> str | None:
+    """The format by magic bytes, for files too damaged for PIL to open."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((f for magic, f in _MAGIC.items() if data.startswith(magic)), None)
 
 
 def _truncated(data: bytes, fmt: str) -> bool:

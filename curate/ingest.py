@@ -137,14 +137,16 @@ def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None
            progress: bool = True) -> IngestReport:
     """Read every source and append the samples not yet in ``workspace``."""
     start = time.time()
-    found = sources.expand(paths)  # fails here, before writing, on an unreadable source
+    found = sources.expand(paths)
+    for src in found:  # fails here, before writing, on an unreadable source
+        sources.check(src, image_col, caption_col)
     ws = Workspace.open(workspace, create=True)
     existing = _existing(ws)
     report = IngestReport(sources=len(found))
     next_part = len(ws.sample_parts())
     batch: list[dict] = []
     bar = tqdm(desc="ingest", unit=" samples", disable=not progress, file=sys.stderr,
-               mininterval=1.0)
+               mininterval=1.0, delay=1.0)
     for src in found:
         for rec in sources.read(src, image_col, caption_col, key_col):
             row = validate(rec, max_pixels, verify)

@@ -107,6 +107,41 @@ def _tar_source(path: Path) -> Source:
     return Source(str(path.resolve()), kind)
 
 
+def check(source: Source, image_col: str | None = None, caption_col: str | None = None) -> None:
+    """Fail now, before anything is written, if a source cannot be read at all."""
+    if source.kind in ("img2dataset", "webdataset"):
+        try:
+            with tarfile.open(source.path, "r:") as tar:
+                tar.next()
+        except (tarfile.TarError, OSError) as e:
+            raise CurateError(f"{source.path}: cannot read as a tar ({e})") from None
+        if source.kind == "img2dataset":
+            _sidecar(source)
+    elif source.kind == "table":
+        _columns(source, _open_table(Path(source.path)).column_names, image_col, caption_col)
+
+
+def _open_table(path: Path) -> pa.Table:
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_table(path)
+        delimiter = "\t" if path.suffix == ".tsv" else ","
+        return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
+    except (pa.ArrowException, OSError) as e:
+        raise CurateError(f"{path}: cannot read the table ({e})") from None
+
+
+def _columns(source: Source, names: list[str], image_col: str | None,
+             caption_col: str | None) -> tuple[str, str]:
+    image_col = image_col or next((c for c in IMAGE_COLUMNS if c in names), None)
+    caption_col = caption_col or next((c for c in CAPTION_COLUMNS if c in names), None)
+    for what, col in (("image", image_col), ("caption", caption_col)):
+        if col not in names:
+            raise CurateError(f"{source.path}: no {what} column (have {', '.join(names)}); "
+                              f"name it with --{what}-column")
+    return image_col, caption_col
+
+
 def read(source: Source, image_col: str | None = None, caption_col: str | None = None,
          key_col: str | None = None) -> Iterator[Record]:
     """Every input sample of one source, in source order."""
@@ -142,6 +177,11 @@ def _groups(source: Source) -> Iterator[Record]:
                 cur.errors.append(f"truncated_tar: {e}")
                 break
             if member is None:
+                tail = _tail_error(source.path, tar.offset)
+                if tail:
+                    if cur is not None:
+                        yield cur
+                    cur = Record(f"@{tar.offset}", source.path, source.kind, errors=[tail])
                 break
             if not member.isfile():
                 continue
@@ -168,6 +208,19 @@ def _groups(source: Source) -> Iterator[Record]:
             _put(cur, field_, data, member)
     if cur is not None:
         yield cur
+
+
+def _tail_error(path: str, offset: int) -> str | None:
+    """tarfile stops quietly at a cut header; bytes after the last member that are not the
+    zero end-of-archive blocks mean the tar was truncated."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        tail = f.read(1 << 20)
+    if tail.strip(b"\0"):
+        return f"truncated_tar: {len(tail)} unreadable bytes after the last member at {offset}"
+    if len(tail) < 1024:
+        return "truncated_tar: no end-of-archive blocks after the last member"
+    return None
 
 
 def _has(rec: Record, field_: str) -> bool:
@@ -229,19 +282,8 @@ def _sidecar(source: Source) -> dict[str, dict]:
 def _read_table(source: Source, image_col: str | None, caption_col: str | None,
                 key_col: str | None) -> Iterator[Record]:
     path = Path(source.path)
-    try:
-        table = (pq.read_table(path) if path.suffix == ".parquet" else pcsv.read_csv(
-            path, parse_options=pcsv.ParseOptions(delimiter="\t" if path.suffix == ".tsv"
-                                                  else ",")))
-    except (pa.ArrowException, OSError) as e:
-        raise CurateError(f"{path}: cannot read the table ({e})") from None
-    names = table.column_names
-    image_col = image_col or next((c for c in IMAGE_COLUMNS if c in names), None)
-    caption_col = caption_col or next((c for c in CAPTION_COLUMNS if c in names), None)
-    for what, col in (("image", image_col), ("caption", caption_col)):
-        if col not in names:
-            raise CurateError(f"{path}: no {what} column (have {', '.join(names)}); "
-                              f"name it with --{what}-column")
+    table = _open_table(path)
+    image_col, caption_col = _columns(source, table.column_names, image_col, caption_col)
     rows = table.to_pylist()
     width = len(str(len(rows)))
     for i, row in enumerate(rows):

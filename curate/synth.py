@@ -208,8 +208,10 @@ def make_pool(out: str | Path, n: int = 2000, seed: int = 0, shard_size: int = 5
             src_img, src_data, scene, src_caption = images[src_key]
             row.update(asdict(scene), duplicate_of=src_key, duplicate_kind=defect[:-10])
             caption = caption_for(scene, rng)
-            while (src_key, caption) in used or caption == src_caption:
-                caption = caption_for(scene, rng)  # a new phrasing: identical pairs are not made
+            for attempt in range(100):  # a new phrasing: identical pairs are not made
+                if (src_key, caption) not in used and caption != src_caption:
+                    break
+                caption = caption_for(scene, rng) + "." * (attempt // 20)
             used.add((src_key, caption))
             row["true_caption"] = caption
             if defect == "exact_duplicate":
@@ -238,7 +240,7 @@ def make_pool(out: str | Path, n: int = 2000, seed: int = 0, shard_size: int = 5
                    or row["failed_download"] else "ok")
         rows.append(row)
     for start in range(0, n, shard_size):
-        _write_shard(out, rows[start:start + shard_size], image_format, size, seed)
+        _write_shard(out, rows[start:start + shard_size], image_format, seed)
     truth = [{k: v for k, v in r.items() if k != "image"} for r in rows]
     with atomic_path(out / "truth.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(truth), tmp)
@@ -259,7 +261,7 @@ def _pick(cuts: list[tuple[float, str]], u: float) -> str | None:
     return next((name for cut, name in cuts if u < cut), None)
 
 
-def _write_shard(out: Path, rows: list[dict], fmt: str, size: int, seed: int) -> None:
+def _write_shard(out: Path, rows: list[dict], fmt: str, seed: int) -> None:
     """One img2dataset shard: tar members for each download that succeeded, a parquet of
     every input row (failures included) and the stats file, written last."""
     shard = rows[0]["shard"]
@@ -268,13 +270,13 @@ def _write_shard(out: Path, rows: list[dict], fmt: str, size: int, seed: int) ->
     with atomic_path(out / f"{shard}.tar") as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
         for r in rows:
             status = "failed_to_download" if r["failed_download"] else "success"
+            w = h = None
+            if status == "success" and not r["corrupt"]:
+                w, h = Image.open(io.BytesIO(r["image"])).size
             m = dict(url=f"https://example.com/synth/{seed}/{r['key']}.{fmt}", caption=r["caption"],
                      key=r["key"], status=status,
                      error_message="HTTP Error 404: Not Found" if r["failed_download"] else None,
-                     width=size if status == "success" else None,
-                     height=size if status == "success" else None,
-                     original_width=size if status == "success" else None,
-                     original_height=size if status == "success" else None,
+                     width=w, height=h, original_width=w, original_height=h,
                      sha256=_sha256(r["image"]) if status == "success" else None)
             meta.append(m)
             if status != "success":
