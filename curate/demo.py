@@ -7,23 +7,24 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import duckdb
-
 from curate.embed import embed, model_key
 from curate.info import format_info, info
 from curate.metrics import auroc
 from curate.ingest import ingest
 from curate.synth import make_pool
+from curate.workspace import Workspace
 
 
 def alignment_auroc(workspace: Path, pool: Path, model: str = "tiny-clip") -> tuple[float, int]:
     """AUROC of image-text cosine separating true pairs from the pool's mismatched captions."""
-    emb = workspace / "embeddings" / model_key(model) / "part-*.parquet"
-    rows = duckdb.sql(
-        f"SELECT t.mismatched, array_cosine_similarity(e.image_emb, e.text_emb) AS cos "
-        f"FROM read_parquet('{emb}') e JOIN read_parquet('{workspace}/samples/*.parquet') s "
-        f"USING (sample_id) JOIN read_parquet('{pool}/truth.parquet') t USING (key) "
-        f"WHERE e.status = 'ok' AND NOT t.abstract").fetchnumpy()
+    view = "embeddings_" + model_key(model).replace("-", "_").replace(".", "_")
+    with Workspace.open(workspace).connect(read_only=True) as con:
+        truth = str(pool / "truth.parquet").replace("'", "''")
+        rows = con.execute(
+            f"SELECT t.mismatched, array_cosine_similarity(e.image_emb, e.text_emb) AS cos "
+            f"FROM {view} e JOIN samples s USING (sample_id) "
+            f"JOIN read_parquet('{truth}') t USING (key) "
+            f"WHERE e.status = 'ok' AND NOT t.abstract").fetchnumpy()
     bad = rows["mismatched"].astype(bool)
     return auroc(rows["cos"][~bad], rows["cos"][bad]), int(bad.sum())
 

@@ -108,10 +108,15 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
 
     ws = Workspace.open(workspace)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    cores = os.cpu_count() or 1
+    if workers is None:  # on CPU the model needs a core of its own
+        workers = cores if device.startswith("cuda") else max(1, cores - 1)
     m = models.load(model, device)
+    if device == "cpu" and workers:  # leave the other cores to the decode workers
+        torch.set_num_threads(max(1, cores - workers))
     precision = "bf16-autocast" if device.startswith("cuda") else "fp32"
-    manifest = {"pass": "embed", "model": m.identity, "device": device, "precision": precision,
+    manifest = {"pass": "embed", "model": m.identity, "dim": m.identity["embed_dim"],
+                "device": device, "precision": precision,
                 "params": {"batch_size": batch_size, "workers": workers},
                 "columns": ["image_emb", "text_emb", "image_norm", "text_norm"]}
 

@@ -108,8 +108,10 @@ class Workspace:
             views["samples"] = f"SELECT * FROM read_parquet('{glob(self.samples_dir)}')"
         for d in self.pass_dirs("embeddings"):
             if any(d.glob("part-*.parquet")):
+                dim = int(read_json(d / "manifest.json")["dim"])  # Parquet keeps no array size
                 views[f"embeddings_{_ident(d.name)}"] = (
-                    f"SELECT * FROM read_parquet('{glob(d)}')")
+                    f"SELECT * REPLACE (image_emb::FLOAT[{dim}] AS image_emb, "
+                    f"text_emb::FLOAT[{dim}] AS text_emb) FROM read_parquet('{glob(d)}')")
         for d in self.pass_dirs("scores"):
             if any(d.glob("part-*.parquet")):
                 views[f"scores_{_ident(d.name)}"] = f"SELECT * FROM read_parquet('{glob(d)}')"

@@ -1,0 +1,88 @@
+"""Benchmarks that print figures and ratios measured side by side in one run (not tests).
+
+    .venv/bin/python bench/run.py [--n 20000] [--workers 2] [--out bench/out]
+
+1. ingest samples/s against a raw ``tarfile`` scan that reads every member of the same shards;
+2. embedding samples/s against decode-only throughput: the same DataLoader, images and
+   workers with no model (the decode-bound limit). Target: embed >= 0.8 of the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from curate.embed import ImageRefs, embed, loader  # noqa: E402
+from curate.ingest import ingest  # noqa: E402
+from curate.synth import make_pool  # noqa: E402
+from curate.workspace import Workspace  # noqa: E402
+
+
+def raw_tar_scan(shards: list[Path]) -> int:
+    """Read every member's bytes with tarfile: the floor any tar ingest pays."""
+    n = 0
+    for shard in shards:
+        with tarfile.open(shard, "r:") as tar:
+            for m in tar:
+                if m.isfile():
+                    tar.extractfile(m).read()
+                    n += m.name.endswith(".txt")
+    return n
+
+
+def timed(fn, *args, **kw) -> tuple[object, float]:  # noqa: ANN001, ANN002, ANN003
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--image-size", type=int, default=256, help="img2dataset's default size")
+    ap.add_argument("--out", default="bench/out")
+    a = ap.parse_args()
+    out = Path(a.out)
+    pool = out / f"pool-{a.n}-{a.image_size}"
+    if not (pool / "truth.parquet").exists():
+        make_pool(pool, a.n, seed=1, shard_size=5000, size=a.image_size)
+    shards = sorted(pool.glob("*.tar"))
+    rows = []
+
+    raw_tar_scan(shards)  # warm the page cache for both
+    _, t_raw = timed(raw_tar_scan, shards)
+    ws = out / "ws"
+    shutil.rmtree(ws, ignore_errors=True)
+    report, t_ing = timed(ingest, [str(p) for p in shards], ws, progress=False)
+    rows.append(("ingest", report.inputs / t_ing, "raw tarfile scan", a.n / t_raw))
+
+    from curate import models
+    m = models.load("tiny-clip")
+    refs = ImageRefs(Workspace.open(ws).sample_parts(), m.preprocess)
+    for w in sorted(set(a.workers)):
+        _, t_dec = timed(lambda: sum(len(b[0]) for b in loader(refs, a.batch_size, w)))
+        shutil.rmtree(ws / "embeddings", ignore_errors=True)
+        _, t_emb = timed(embed, ws, "tiny-clip", batch_size=a.batch_size, workers=w,
+                         progress=False)
+        rows.append((f"embed tiny-clip, {w} workers", len(refs) / t_emb,
+                     f"decode-only, {w} workers", len(refs) / t_dec))
+
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"pool {a.n} samples of {a.image_size}px JPEG; batch {a.batch_size}")
+    print(f"{'measured':<32}{'samples/s':>12}   {'against':<26}{'samples/s':>12}{'ratio':>8}")
+    for name, v, ref, r in rows:
+        print(f"{name:<32}{v:>12.0f}   {ref:<26}{r:>12.0f}{v / r:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
