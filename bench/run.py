@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.embed import ImageRefs, embed, loader  # noqa: E402
-from curate.ingest import ingest  # noqa: E402
-from curate.synth import make_pool  # noqa: E402
-from curate.workspace import Workspace  # noqa: E402
+from curate.embed import ImageRefs, embed, loader
+from curate.ingest import ingest
+from curate.synth import make_pool
+from curate.workspace import Workspace
 
 
 def raw_tar_scan(shards: list[Path]) -> int:
@@ -38,7 +38,7 @@ def raw_tar_scan(shards: list[Path]) -> int:
     return n
 
 
-def timed(fn, *args, **kw) -> tuple[object, float]:  # noqa: ANN001, ANN002, ANN003
+def timed(fn, *args, **kw) -> tuple[object, float]:
     t = time.perf_counter()
     out = fn(*args, **kw)
     return out, time.perf_counter() - t
@@ -70,7 +70,7 @@ def main() -> None:
     m = models.load("tiny-clip")
     refs = ImageRefs(Workspace.open(ws).sample_parts(), m.preprocess)
     for w in sorted(set(a.workers)):
-        _, t_dec = timed(lambda: sum(len(b[0]) for b in loader(refs, a.batch_size, w)))
+        _, t_dec = timed(lambda w=w: sum(len(b[0]) for b in loader(refs, a.batch_size, w)))
         shutil.rmtree(ws / "embeddings", ignore_errors=True)
         _, t_emb = timed(embed, ws, "tiny-clip", batch_size=a.batch_size, workers=w,
                          progress=False)

@@ -6,10 +6,10 @@ open_clip) load only when a verb that needs them runs.
 
 __version__ = "0.1.0"
 
-from curate.workspace import CurateError, Workspace  # noqa: E402
-from curate.synth import make_pool as synth  # noqa: E402
-from curate.ingest import ingest  # noqa: E402
-from curate.embed import embed  # noqa: E402
-from curate.info import info  # noqa: E402
+from curate.embed import embed
+from curate.info import info
+from curate.ingest import ingest
+from curate.synth import make_pool as synth
+from curate.workspace import CurateError, Workspace
 
 __all__ = ["CurateError", "Workspace", "__version__", "embed", "info", "ingest", "synth"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from curate.embed import embed, model_key
 from curate.info import format_info, info
-from curate.metrics import auroc
 from curate.ingest import ingest
+from curate.metrics import auroc
 from curate.synth import make_pool
 from curate.workspace import Workspace
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import bisect
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -67,7 +67,8 @@ class ImageRefs:
     def batches(self, batch_size: int) -> list[list[int]]:
         """Batches that never cross a part boundary, so each part's output is independent."""
         return [list(range(s, min(s + batch_size, e)))
-                for a, e in zip(self.starts, self.starts[1:]) for s in range(a, e, batch_size)]
+                for a, e in zip(self.starts, self.starts[1:], strict=False)
+                for s in range(a, e, batch_size)]
 
 
 def _collate(items: list) -> tuple:
@@ -120,7 +121,7 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
                 "params": {"batch_size": batch_size, "workers": workers},
                 "columns": ["image_emb", "text_emb", "image_norm", "text_norm"]}
 
-    def encode(fn: Callable, x: "torch.Tensor") -> np.ndarray:
+    def encode(fn: Callable, x: torch.Tensor) -> np.ndarray:
         with torch.no_grad(), torch.autocast("cuda", torch.bfloat16,
                                              enabled=device.startswith("cuda")):
             return fn(x.to(device, non_blocking=True)).float().cpu().numpy()

@@ -10,8 +10,8 @@ import io
 import os
 import urllib.request
 import warnings
-from dataclasses import dataclass
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from PIL import Image
 

@@ -126,7 +126,7 @@ def _existing(ws: Workspace) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for part in ws.sample_parts():
         t = pq.read_table(part, columns=["sample_id", "source", "key"]).to_pydict()
-        for sid, src, key in zip(t["sample_id"], t["source"], t["key"]):
+        for sid, src, key in zip(t["sample_id"], t["source"], t["key"], strict=False):
             out[sid] = (Path(src).name, key)
     return out
 

@@ -11,9 +11,9 @@ import glob as globlib
 import json
 import re
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pcsv

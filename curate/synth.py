@@ -6,16 +6,16 @@ Writes img2dataset's layout (``00000.tar`` + ``00000.parquet`` + ``00000_stats.j
 
 from __future__ import annotations
 
-import io
 import hashlib
+import io
 import json
 import math
 import random
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -267,7 +267,8 @@ def _write_shard(out: Path, rows: list[dict], fmt: str, seed: int) -> None:
     shard = rows[0]["shard"]
     start = time.time()
     meta = []
-    with atomic_path(out / f"{shard}.tar") as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+    with atomic_path(out / f"{shard}.tar") as tmp, tarfile.open(
+            tmp, "w", format=tarfile.GNU_FORMAT) as tar:
         for r in rows:
             status = "failed_to_download" if r["failed_download"] else "success"
             w = h = None

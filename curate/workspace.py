@@ -8,9 +8,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -62,7 +62,7 @@ class Workspace:
     root: Path
 
     @classmethod
-    def open(cls, root: str | Path, create: bool = False) -> "Workspace":
+    def open(cls, root: str | Path, create: bool = False) -> Workspace:
         root = Path(root).expanduser().resolve()
         if create:
             (root / "samples").mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,8 @@ class Workspace:
             self._build_views(con)
 
     def _build_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        glob = lambda d: str(d / "part-*.parquet").replace("'", "''")  # noqa: E731
+        def glob(d):
+            return str(d / "part-*.parquet").replace("'", "''")
         views = {}
         if self.sample_parts():
             views["samples"] = f"SELECT * FROM read_parquet('{glob(self.samples_dir)}')"

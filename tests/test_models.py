@@ -15,7 +15,7 @@ from open_clip.model import CLIP
 from PIL import Image
 from safetensors.torch import load_file
 
-from curate import models
+from curate import models, tinyclip
 from curate.synth import clean_pairs
 from curate.workspace import CurateError
 
@@ -46,7 +46,7 @@ def _rank_auroc(pos: list[float], neg: list[float]) -> float:
 
 def test_training_is_deterministic(tmp_path: Path) -> None:
     kw = {"seed": 3, "steps": 8, "n_train": 512, "batch_size": 128}
-    reports = [models.train_tiny_clip(tmp_path / d, **kw) for d in ("a", "b")]
+    reports = [tinyclip.train_tiny_clip(tmp_path / d, **kw) for d in ("a", "b")]
     a = load_file(tmp_path / "a" / "open_clip_model.safetensors")
     b = load_file(tmp_path / "b" / "open_clip_model.safetensors")
     assert a.keys() == b.keys() and len(a) > 10
@@ -55,13 +55,14 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
     assert reports[0]["final_loss"] == reports[1]["final_loss"]
     for d in ("a", "b"):
         cfg = json.loads((tmp_path / d / "open_clip_config.json").read_text())
-        assert cfg["model_cfg"] == models.TINY_CFG and cfg["preprocess_cfg"]["size"] in (64, [64, 64])
+        assert cfg["model_cfg"] == tinyclip.TINY_CFG
+        assert cfg["preprocess_cfg"]["size"] in (64, [64, 64])
         assert json.loads((tmp_path / d / "train_report.json").read_text())["steps"] == 8
 
 
 def test_tiny_clip_loads_from_cache_and_separates_matched_pairs(tiny: models.LoadedModel) -> None:
-    folder = models.tiny_clip_dir(train_if_missing=False)
-    assert folder.parent == models.cache_dir() / "models"
+    folder = tinyclip.tiny_clip_dir(train_if_missing=False)
+    assert folder.parent == tinyclip.cache_dir() / "models"
     ident = tiny.identity
     assert ident["name"] == "tiny-clip" and ident["weights_file"] == "open_clip_model.safetensors"
     assert ident["weights_sha256"] == _sha256(folder / "open_clip_model.safetensors")
@@ -151,7 +152,7 @@ def test_weights_dir_is_searched_first(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_user_checkpoint_uses_the_same_loading_path(tmp_path: Path) -> None:
     torch.manual_seed(11)
-    state = CLIP(**models.TINY_CFG).state_dict()
+    state = CLIP(**tinyclip.TINY_CFG).state_dict()
     path = tmp_path / "my_model.pt"
     torch.save(state, path)
     m = models.load(f"curate-tiny-clip@{path}")

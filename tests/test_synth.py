@@ -58,7 +58,7 @@ def test_truth_labels_are_true(pool: Path) -> None:
     truth = pl.read_parquet(pool / "truth.parquet")
     assert truth.height == POOL_N and truth["key"].n_unique() == POOL_N
     shares = truth["defect"].value_counts().to_dict(as_series=False)
-    share = dict(zip(shares["defect"], shares["count"]))
+    share = dict(zip(shares["defect"], shares["count"], strict=False))
     assert 0.05 < share["mismatched"] / POOL_N < 0.15 and share["abstract"] > 10
     img = {}
     for tar in sorted(pool.glob("*.tar")):
