@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decode workers (default: cores)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best present)")
 
+    p = sub.add_parser("score", help="run a scoring pass (see --list)")
+    _ws(p)
+    p.add_argument("name", nargs="?", help="pass name")
+    p.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="a pass parameter (repeatable)")
+    p.add_argument("--list", action="store_true", help="list passes with inputs and parameters")
+
     sub.add_parser("models", help="list registered models")
 
     p = sub.add_parser("demo", help="synthetic pool -> workspace -> every pass")
@@ -79,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         from curate.embed import embed
         print(embed(args.workspace, args.model, batch_size=args.batch_size,
                     workers=args.workers, device=args.device).summary())
+    elif args.command == "score":
+        _score(args)
     elif args.command == "models":
         from curate.models import list_models
         for spec in list_models():
@@ -88,6 +97,27 @@ def run(args: argparse.Namespace) -> int:
         from curate.demo import demo
         demo(Path(args.workspace), args.n, args.seed)
     return 0
+
+
+def _score(args: argparse.Namespace) -> None:
+    from dataclasses import fields
+
+    from curate import passes
+    from curate.score import score
+    if args.list or not args.name:
+        for p in passes.list_passes():
+            prm = ", ".join(f"{f.name}={f.default!r}" for f in fields(p.params))
+            ins = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.inputs(p.params()).items())
+            print(f"{p.name:<12} {p.description}\n{'':<12} inputs  {ins}\n{'':<12} params  "
+                  f"{prm or '(none)'}\n{'':<12} columns {', '.join(p.columns)}")
+        return
+    given = {}
+    for kv in args.param:
+        k, eq, v = kv.partition("=")
+        if not eq:
+            raise CurateError(f"--param {kv!r} must look like name=value")
+        given[k.strip()] = v
+    print(score(args.workspace, args.name, given).summary())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,3 +168,46 @@ def _table(ids: pa.Array, img: np.ndarray | None, txt: np.ndarray | None,
         "image_norm": pa.array(inorm, mask=~valid),
         "text_norm": pa.array(np.linalg.norm(txt, axis=1).astype(np.float32)),
     })
+
+
+def prompt_key(model: str, prefix: str) -> str:
+    """Folder of a model's text embeddings of ``prefix + caption``."""
+    return f"{model_key(model)}+prompt-{model_key(prefix) or 'empty'}"
+
+
+def embed_texts(workspace: str | Path, model: str, prefix: str, batch_size: int = 1024,
+                device: str | None = None, progress: bool = True) -> PassReport:
+    """Text embeddings of ``prefix + caption`` (CLIPScore's "A photo depicts " prompt), cached
+    beside the model's embeddings and resumed like them."""
+    import torch
+
+    from curate import models
+
+    ws = Workspace.open(workspace)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    m = models.load(model, device)
+    dim = m.identity["embed_dim"]
+    manifest = {"pass": "embed_texts", "model": m.identity, "dim": dim, "prefix": prefix,
+                "device": device, "columns": ["text_emb", "text_norm"]}
+
+    def process(pending: list[Path], advance: Callable[[int], None]
+                ) -> Iterator[tuple[Path, pa.Table]]:
+        for part in pending:
+            rows = input_rows(part, ["sample_id", "caption"])
+            captions = [prefix + c for c in rows["caption"].to_pylist()]
+            out = np.zeros((len(captions), dim), np.float32)
+            for s in range(0, len(captions), batch_size):
+                tokens = m.tokenizer(captions[s:s + batch_size]).to(device)
+                with torch.no_grad(), torch.autocast("cuda", torch.bfloat16,
+                                                     enabled=device.startswith("cuda")):
+                    out[s:s + batch_size] = m.model.encode_text(tokens).float().cpu().numpy()
+                advance(min(batch_size, len(captions) - s))
+            n = len(captions)
+            yield part, pa.table({
+                "sample_id": rows["sample_id"], "status": pa.array(["ok"] * n, pa.string()),
+                "error": pa.array([None] * n, pa.string()),
+                "text_emb": _vectors(out, n, dim, np.ones(n, bool)),
+                "text_norm": pa.array(np.linalg.norm(out, axis=1).astype(np.float32))})
+
+    return run_pass(ws, "embeddings", prompt_key(model, prefix), manifest, process, ok_count,
+                    progress)

@@ -156,6 +156,7 @@ class Defects:
     near_duplicate: float = 0.05
     exact_duplicate: float = 0.03
     corrupt: float = 0.02
+    odd_image: float = 0.02
     empty_caption: float = 0.02
     failed_download: float = 0.01
 
@@ -170,6 +171,20 @@ def _near_duplicate(img: Image.Image, rng: random.Random) -> tuple[Image.Image, 
         d = max(1, w // 16)
         img = img.crop((d, d, w - d, h - d)).resize((w, h), Image.Resampling.BICUBIC)
     return img, rng.choice((60, 70, 80))
+
+
+def _odd(size: int, rng: random.Random) -> Image.Image:
+    """An image unlike any scene: noise, a blank frame or stripes (typicality should flag it)."""
+    kind = rng.choice(("noise", "blank", "stripes"))
+    if kind == "noise":
+        return Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3))
+    if kind == "blank":
+        return Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for x in range(0, size, 4):
+        draw.line((x, 0, x, size), fill=tuple(rng.randrange(256) for _ in range(3)), width=2)
+    return img
 
 
 def _corrupt(data: bytes, rng: random.Random) -> tuple[bytes, str]:
@@ -200,7 +215,8 @@ def make_pool(out: str | Path, n: int = 2000, seed: int = 0, shard_size: int = 5
         data = encode(img, image_format)
         caption = caption_for(scene, rng)
         row = dict(key=key, shard=f"{shard:05d}", defect=defect or "none", mismatched=False,
-                   abstract=False, duplicate_of=None, duplicate_kind=None, corrupt=False,
+                   abstract=False, odd_image=False, duplicate_of=None, duplicate_kind=None,
+                   corrupt=False,
                    corrupt_kind=None, empty_caption=False, failed_download=False,
                    **asdict(scene), true_caption=caption)
         if defect in ("near_duplicate", "exact_duplicate") and images:
@@ -229,6 +245,9 @@ def make_pool(out: str | Path, n: int = 2000, seed: int = 0, shard_size: int = 5
         elif defect == "corrupt":
             data, row["corrupt_kind"] = _corrupt(data, rng)
             row["corrupt"] = True
+        elif defect == "odd_image":
+            img, row["odd_image"] = _odd(size, rng), True
+            data = encode(img, image_format)
         elif defect == "empty_caption":
             caption, row["empty_caption"] = rng.choice(("", "   ")), True
         elif defect == "failed_download":

@@ -109,10 +109,11 @@ class Workspace:
             views["samples"] = f"SELECT * FROM read_parquet('{glob(self.samples_dir)}')"
         for d in self.pass_dirs("embeddings"):
             if any(d.glob("part-*.parquet")):
-                dim = int(read_json(d / "manifest.json")["dim"])  # Parquet keeps no array size
+                m = read_json(d / "manifest.json")  # Parquet keeps no array size: cast
+                casts = ", ".join(f"{c}::FLOAT[{int(m['dim'])}] AS {c}" for c in m["columns"]
+                                  if c.endswith("_emb"))
                 views[f"embeddings_{_ident(d.name)}"] = (
-                    f"SELECT * REPLACE (image_emb::FLOAT[{dim}] AS image_emb, "
-                    f"text_emb::FLOAT[{dim}] AS text_emb) FROM read_parquet('{glob(d)}')")
+                    f"SELECT * REPLACE ({casts}) FROM read_parquet('{glob(d)}')")
         for d in self.pass_dirs("scores"):
             if any(d.glob("part-*.parquet")):
                 views[f"scores_{_ident(d.name)}"] = f"SELECT * FROM read_parquet('{glob(d)}')"
@@ -123,17 +124,19 @@ class Workspace:
         for name, sql in views.items():
             con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
         if "samples" in views:
-            con.execute(f'CREATE OR REPLACE VIEW pairs AS {self._pairs_sql(views)}')
+            con.execute(f"CREATE OR REPLACE VIEW pairs AS {self._pairs_sql(views)}")
 
-    @staticmethod
-    def _pairs_sql(views: dict[str, str]) -> str:
-        """Samples joined with every score pass's columns (prefixed by the pass key)."""
-        sql, cols = "SELECT s.*", []
-        joins = []
-        for i, name in enumerate(n for n in views if n.startswith("scores_")):
-            joins.append(f' LEFT JOIN "{name}" AS t{i} USING (sample_id)')
-            cols.append(f" t{i}.* EXCLUDE (sample_id)")
-        return sql + "".join("," + c for c in cols) + " FROM samples AS s" + "".join(joins)
+    def _pairs_sql(self, views: dict[str, str]) -> str:
+        """Samples joined with every score pass's columns. A pass run with non-default
+        parameters (key ``name--k=v``) gets its columns suffixed ``__k_v``."""
+        cols, joins = [], []
+        for i, d in enumerate(d for d in self.pass_dirs("scores")
+                              if f"scores_{_ident(d.name)}" in views):
+            suffix = "__" + _ident(d.name.split("--", 1)[1]) if "--" in d.name else ""
+            for c in read_json(d / "manifest.json")["columns"]:
+                cols.append(f', t{i}."{c}" AS "{c}{suffix}"')
+            joins.append(f' LEFT JOIN "scores_{_ident(d.name)}" AS t{i} USING (sample_id)')
+        return "SELECT s.*" + "".join(cols) + " FROM samples AS s" + "".join(joins)
 
     def manifest(self, kind: str, key: str) -> dict | None:
         path = self.root / kind / key / "manifest.json"

@@ -1,0 +1,125 @@
+"""``curate score``: run a registered pass over a workspace through the one runner.
+
+Per samples part, the pass's inputs (samples columns, stored embeddings) are read and aligned
+on ``sample_id``; the pass's pure batch function adds its columns; the runner writes
+``scores/<key>/part-*.parquet`` atomically and records a manifest. A sample whose image failed
+to decode keeps its ``status``/``error`` and gets null scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import passes
+from curate.embed import ok_count
+from curate.runner import PassReport, input_rows, run_pass
+from curate.workspace import CurateError, Workspace, read_json
+
+
+def vectors(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A fixed-size-list column as an (N, d) float32 matrix; null rows become NaN."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    d = arr.type.list_size
+    mat = arr.values.slice(arr.offset * d, len(arr) * d).to_numpy(zero_copy_only=False)
+    mat = mat.astype(np.float32, copy=True).reshape(len(arr), d)
+    if arr.null_count:
+        mat[~np.asarray(arr.is_valid())] = np.nan
+    return mat
+
+
+def _column(col: pa.ChunkedArray) -> Any:
+    if pa.types.is_fixed_size_list(col.type):
+        return vectors(col)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.to_pylist()
+    return col.to_numpy()
+
+
+def read_inputs(ws: Workspace, part: str, spec: dict[str, dict[str, str]]
+                ) -> tuple[pa.Table, dict[str, Any]]:
+    """(sample_id/status/error table, aligned input columns) for one part's ok samples."""
+    sample_cols = spec.get("samples", {})
+    base = input_rows(ws.samples_dir / part, ["sample_id", *sample_cols])
+    ids = base["sample_id"]
+    status = np.full(base.num_rows, "ok", dtype=object)
+    error = np.full(base.num_rows, None, dtype=object)
+    batch = {alias: _column(base[c]) for c, alias in sample_cols.items()}
+    for folder, cols in spec.items():
+        if folder == "samples":
+            continue
+        path = ws.root / folder / part
+        if not path.exists():
+            raise CurateError(f"{ws.root / folder} has no {part}; run the pass that makes it")
+        t = pq.read_table(path, columns=["sample_id", "status", "error", *cols])
+        if not t["sample_id"].equals(ids):  # align by id if the orders differ
+            pos = {s: i for i, s in enumerate(t["sample_id"].to_pylist())}
+            t = t.take(pa.array([pos[s] for s in ids.to_pylist()]))
+        bad = np.asarray(pa.compute.not_equal(t["status"], "ok").to_numpy(zero_copy_only=False))
+        status[bad], error[bad] = "failed", np.asarray(t["error"].to_pylist(), object)[bad]
+        batch.update({alias: _column(t[c]) for c, alias in cols.items()})
+    return pa.table({"sample_id": ids, "status": pa.array(list(status), pa.string()),
+                     "error": pa.array(list(error), pa.string())}), batch
+
+
+def _to_arrow(values: Any, ok: np.ndarray) -> pa.Array:
+    if isinstance(values, list):
+        return pa.array([v if k else None for v, k in zip(values, ok, strict=True)])
+    values = np.asarray(values)
+    mask = ~ok
+    if values.dtype.kind == "f":
+        mask |= np.isnan(values)
+    return pa.array(values, mask=mask)
+
+
+def apply(p: passes.Pass, params: Any, state: Any, batch: dict[str, Any], n: int,
+          ok: np.ndarray) -> dict[str, pa.Array]:
+    """The pass's batch function over ``n`` rows in chunks, as Arrow columns."""
+    out: dict[str, list] = {c: [] for c in p.columns}
+    for s in range(0, n, p.batch_size):
+        chunk = {k: v[s:s + p.batch_size] for k, v in batch.items()}
+        got = p.compute(chunk, params, state)
+        for c in p.columns:
+            out[c].append(got[c])
+    return {c: _to_arrow(_concat(v) if v else [], ok) for c, v in out.items()}
+
+
+def _concat(chunks: list) -> Any:
+    return [x for c in chunks for x in c] if isinstance(chunks[0], list) else np.concatenate(
+        chunks)
+
+
+def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None,
+          progress: bool = True) -> PassReport:
+    """Run pass ``name`` with ``params`` over every samples part not yet scored."""
+    p = passes.get(name)
+    prm = passes.make_params(p, params)  # an unknown parameter fails here, before any work
+    ws = Workspace.open(workspace)
+    state, info = p.prepare(ws, prm) if p.prepare else (None, {})
+    spec = p.inputs(prm)
+    manifest = {"pass": p.name, "params": passes.as_dict(prm), "columns": list(p.columns),
+                "inputs": {f: _identity(ws, f) for f in spec}, **info}
+
+    def process(pending: list[Path], advance: Any) -> Any:
+        for part in pending:
+            base, batch = read_inputs(ws, part.name, spec)
+            ok = np.asarray(pa.compute.equal(base["status"], "ok").to_numpy(
+                zero_copy_only=False))
+            cols = apply(p, prm, state, batch, base.num_rows, ok)
+            advance(base.num_rows)
+            yield part, pa.table({**{c: base[c] for c in base.column_names}, **cols})
+
+    return run_pass(ws, "scores", passes.key(p, prm), manifest, process, ok_count, progress)
+
+
+def _identity(ws: Workspace, folder: str) -> dict | None:
+    """What an input folder is (its manifest's pass, key and model) for the manifest."""
+    path = ws.root / folder / "manifest.json"
+    if folder == "samples" or not path.exists():
+        return None
+    m = read_json(path)
+    return {k: m.get(k) for k in ("pass", "key", "model", "prefix") if m.get(k) is not None}
