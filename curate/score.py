@@ -55,7 +55,11 @@ def read_inputs(ws: Workspace, part: str, spec: dict[str, dict[str, str]]
         path = ws.root / folder / part
         if not path.exists():
             raise CurateError(f"{ws.root / folder} has no {part}; run the pass that makes it")
-        t = pq.read_table(path, columns=["sample_id", "status", "error", *cols])
+        try:
+            t = pq.read_table(path, columns=["sample_id", "status", "error", *cols])
+        except (pa.ArrowException, OSError) as e:
+            raise CurateError(f"cannot read {path} ({e}); delete it and rerun the pass "
+                              "that writes it") from None
         if not t["sample_id"].equals(ids):  # align by id if the orders differ
             pos = {s: i for i, s in enumerate(t["sample_id"].to_pylist())}
             t = t.take(pa.array([pos[s] for s in ids.to_pylist()]))
