@@ -4,7 +4,9 @@
 
 1. ingest samples/s against a raw ``tarfile`` scan that reads every member of the same shards;
 2. embedding samples/s against decode-only throughput: the same DataLoader, images and
-   workers with no model (the decode-bound limit). Target: embed >= 0.8 of the limit.
+   workers with no model (the decode-bound limit). Target: embed >= 0.8 of the limit;
+3. samples/s of every scoring pass that runs offline, on the same workspace.
+GPU throughput of ViT-B-32/ViT-L-14 shaped models against their compute bound: bench/gpu.py.
 """
 
 from __future__ import annotations
@@ -77,11 +79,20 @@ def main() -> None:
         rows.append((f"embed tiny-clip, {w} workers", len(refs) / t_emb,
                      f"decode-only, {w} workers", len(refs) / t_dec))
 
+    for name, params in PASSES:
+        try:
+            r = score(ws, name, params, progress=False)
+        except CurateError as e:
+            print(f"{name}: skipped ({e})")
+            continue
+        rows.append((f"score {r.key}", r.samples_per_s, "", float("nan")))
+
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"pool {a.n} samples of {a.image_size}px JPEG; batch {a.batch_size}")
     print(f"{'measured':<32}{'samples/s':>12}   {'against':<26}{'samples/s':>12}{'ratio':>8}")
     for name, v, ref, r in rows:
-        print(f"{name:<32}{v:>12.0f}   {ref:<26}{r:>12.0f}{v / r:>8.2f}")
+        print(f"{name:<32}{v:>12.0f}   {ref:<26}{r:>12.0f}{v / r:>8.2f}" if ref else
+              f"{name:<32}{v:>12.0f}")
 
 
 if __name__ == "__main__":
