@@ -22,10 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.embed import ImageRefs, embed, loader
-from curate.ingest import ingest
-from curate.synth import make_pool
-from curate.workspace import Workspace
+from curate.embed import ImageRefs, embed, loader  # noqa: E402
+from curate.ingest import ingest  # noqa: E402
+from curate.score import score  # noqa: E402
+from curate.synth import make_pool  # noqa: E402
+from curate.workspace import CurateError, Workspace  # noqa: E402
+
+# every pass that runs offline; its samples/s excludes the embeddings it reuses
+PASSES = [("text_stats", {}), ("image_stats", {}), ("clip_score", {}), ("typicality", {}),
+          ("reward", {"backend": "composite"})]
 
 
 def raw_tar_scan(shards: list[Path]) -> int:
