@@ -1,6 +1,6 @@
 """curate: a notebook-first workbench for curating image-text pair datasets.
 
-The public verbs: ``synth``, ``ingest``, ``embed``, ``info``. Heavy libraries (torch,
+The public verbs: ``synth``, ``ingest``, ``embed``, ``score``, ``info``. Heavy libraries (torch,
 open_clip) load only when a verb that needs them runs.
 """
 
@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 from curate.embed import embed
 from curate.info import info
 from curate.ingest import ingest
+from curate.score import score
 from curate.synth import make_pool as synth
 from curate.workspace import CurateError, Workspace
 
-__all__ = ["CurateError", "Workspace", "__version__", "embed", "info", "ingest", "synth"]
+__all__ = ["CurateError", "Workspace", "__version__", "embed", "info", "ingest", "score", "synth"]
