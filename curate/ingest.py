@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -131,11 +134,34 @@ def _existing(ws: Workspace) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _validated(job: tuple) -> Iterator[dict]:
+    src, image_col, caption_col, key_col, max_pixels, verify = job
+    return (validate(r, max_pixels, verify)
+            for r in sources.read(src, image_col, caption_col, key_col))
+
+
+def _read_validated(job: tuple) -> list[dict]:
+    """Every row of one source, validated (runs in a worker process)."""
+    return list(_validated(job))
+
+
+def _rows(jobs: list[tuple], workers: int) -> Iterator[Iterator[dict] | list[dict]]:
+    """Validated rows per source, in source order; several sources are read in parallel
+    (one source streams in this process)."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_validated, jobs)
+        return
+    with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap(_read_validated, jobs)
+
+
 def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None,
            caption_col: str | None = None, key_col: str | None = None,
            part_rows: int = 5000, max_pixels: int = MAX_PIXELS, verify: bool = False,
-           progress: bool = True) -> IngestReport:
-    """Read every source and append the samples not yet in ``workspace``."""
+           progress: bool = True, workers: int | None = None) -> IngestReport:
+    """Read every source (in parallel processes) and append the samples not yet in
+    ``workspace``; ids are decided in source order, so the result does not depend on
+    ``workers``."""
     start = time.time()
     found = sources.expand(paths)
     for src in found:  # fails here, before writing, on an unreadable source
@@ -147,9 +173,9 @@ def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None
     batch: list[dict] = []
     bar = tqdm(desc="ingest", unit=" samples", disable=not progress, file=sys.stderr,
                mininterval=1.0, delay=1.0)
-    for src in found:
-        for rec in sources.read(src, image_col, caption_col, key_col):
-            row = validate(rec, max_pixels, verify)
+    jobs = [(src, image_col, caption_col, key_col, max_pixels, verify) for src in found]
+    for rows in _rows(jobs, (os.cpu_count() or 1) if workers is None else workers):
+        for row in rows:
             report.inputs += 1
             bar.update()
             here = (Path(row["source"]).name, row["key"])
