@@ -36,7 +36,8 @@ class Pass:
     batch_size: int = 8192
 
 
-_MODULES = ("text_stats", "image_stats", "clip_score", "typicality", "aesthetic", "reward")
+_MODULES = ("text_stats", "image_stats", "clip_score", "typicality", "aesthetic", "reward",
+            "concreteness")
 _REGISTRY: dict[str, Pass] = {}
 
 
