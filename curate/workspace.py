@@ -128,13 +128,17 @@ class Workspace:
 
     def _pairs_sql(self, views: dict[str, str]) -> str:
         """Samples joined with every score pass's columns. A pass run with non-default
-        parameters (key ``name--k=v``) gets its columns suffixed ``__k_v``."""
+        parameters (key ``name--k=v``) gets its columns suffixed ``__k_v``; a name another
+        pass already took gets ``__<pass key>``."""
         cols, joins = [], []
+        taken = set(pq.read_schema(self.sample_parts()[0]).names)
         for i, d in enumerate(d for d in self.pass_dirs("scores")
                               if f"scores_{_ident(d.name)}" in views):
             suffix = "__" + _ident(d.name.split("--", 1)[1]) if "--" in d.name else ""
             for c in read_json(d / "manifest.json")["columns"]:
-                cols.append(f', t{i}."{c}" AS "{c}{suffix}"')
+                name = c + suffix if c + suffix not in taken else f"{c}__{_ident(d.name)}"
+                taken.add(name)
+                cols.append(f', t{i}."{c}" AS "{name}"')
             joins.append(f' LEFT JOIN "scores_{_ident(d.name)}" AS t{i} USING (sample_id)')
         return "SELECT s.*" + "".join(cols) + " FROM samples AS s" + "".join(joins)
 
