@@ -46,17 +46,25 @@ def register(p: Pass) -> Pass:
     return p
 
 
+def _load(mod: str) -> None:
+    try:
+        importlib.import_module(f"curate.passes.{mod}")
+    except ModuleNotFoundError as e:
+        if e.name != f"curate.passes.{mod}":
+            raise
+
+
 def _load_all() -> None:
     for mod in _MODULES:
-        try:
-            importlib.import_module(f"curate.passes.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"curate.passes.{mod}":
-                raise
+        _load(mod)
 
 
 def get(name: str) -> Pass:
-    _load_all()
+    """The pass called ``name`` (each pass lives in the module of the same name)."""
+    if name in _MODULES:
+        _load(name)
+    else:
+        _load_all()
     if name not in _REGISTRY:
         raise CurateError(f"unknown pass {name!r}; passes: {', '.join(sorted(_REGISTRY))} "
                           "(see `curate score --list`)")
