@@ -6,6 +6,7 @@ open_clip) load only when a verb that needs them runs.
 
 __version__ = "0.1.0"
 
+from curate.concreteness import concreteness
 from curate.embed import embed
 from curate.info import info
 from curate.ingest import ingest
@@ -13,4 +14,5 @@ from curate.score import score
 from curate.synth import make_pool as synth
 from curate.workspace import CurateError, Workspace
 
-__all__ = ["CurateError", "Workspace", "__version__", "embed", "info", "ingest", "score", "synth"]
+__all__ = ["CurateError", "Workspace", "__version__", "concreteness", "embed", "info", "ingest",
+           "score", "synth"]

@@ -72,7 +72,8 @@ def read_inputs(ws: Workspace, part: str, spec: dict[str, dict[str, str]]
 
 def _to_arrow(values: Any, ok: np.ndarray) -> pa.Array:
     if isinstance(values, list):
-        return pa.array([v if k else None for v, k in zip(values, ok, strict=True)])
+        arr = pa.array([v if k else None for v, k in zip(values, ok, strict=True)])
+        return arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr  # all-null strings
     values = np.asarray(values)
     mask = ~ok
     if values.dtype.kind == "f":
