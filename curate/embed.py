@@ -9,6 +9,7 @@ and normalized (every cosine score) uses are served; see algorithms.md section 0
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -20,14 +21,29 @@ import pyarrow.parquet as pq
 
 from curate.images import decode_rgb, read_bytes
 from curate.runner import PassReport, input_rows, run_pass
-from curate.workspace import Workspace
+from curate.workspace import CurateError, Workspace, read_json
 
 REF_COLUMNS = ["sample_id", "image_path", "image_offset", "image_length"]
 
 
 def model_key(name: str) -> str:
-    """The output folder of a model: its name, made safe for a path."""
-    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-")[:80]
+    """The output folder of a model: its name made safe for a path; a long name (a checkpoint
+    path) keeps its start and gains a hash of the whole, so two names never share a folder."""
+    key = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-")
+    if len(key) <= 64:
+        return key
+    return f"{key[:48]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+def check_same_weights(ws: Workspace, key: str, identity: dict) -> None:
+    """Refuse to resume embeddings made with other weights under the same folder."""
+    path = ws.root / "embeddings" / key / "manifest.json"
+    if path.exists():
+        old = read_json(path).get("model", {}).get("weights_sha256")
+        if old and old != identity.get("weights_sha256"):
+            raise CurateError(f"{path.parent} holds embeddings from other weights (sha256 "
+                              f"{old[:12]}, now {identity.get('weights_sha256', '?')[:12]}); "
+                              "delete that folder or load the model under another name")
 
 
 def ok_count(part: Path) -> int:
@@ -113,6 +129,7 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
     if workers is None:  # on CPU the model needs a core of its own
         workers = cores if device.startswith("cuda") else max(1, cores - 1)
     m = models.load(model, device)
+    check_same_weights(ws, model_key(model), m.identity)
     if device == "cpu" and workers:  # leave the other cores to the decode workers
         torch.set_num_threads(max(1, cores - workers))
     precision = "bf16-autocast" if device.startswith("cuda") else "fp32"
@@ -186,6 +203,7 @@ def embed_texts(workspace: str | Path, model: str, prefix: str, batch_size: int 
     ws = Workspace.open(workspace)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     m = models.load(model, device)
+    check_same_weights(ws, prompt_key(model, prefix), m.identity)
     dim = m.identity["embed_dim"]
     manifest = {"pass": "embed_texts", "model": m.identity, "dim": dim, "prefix": prefix,
                 "device": device, "columns": ["text_emb", "text_norm"]}

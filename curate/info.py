@@ -24,10 +24,13 @@ def info(workspace: str | Path) -> dict:
         for d in ws.pass_dirs(kind):
             m = read_json(d / "manifest.json")
             passes.append(dict(kind=kind, key=d.name, manifest=m, bytes=dir_size(d)))
+    from curate.select import list_selections
+    selections = list_selections(ws)
     sizes = {p.name: dir_size(p) if p.is_dir() else p.stat().st_size
              for p in sorted(ws.root.iterdir()) if not p.name.startswith(".")}
     return dict(workspace=str(ws.root), samples=sum(counts.values()), status=counts,
-                errors=errors, sources=kinds, passes=passes, sizes=sizes)
+                errors=errors, sources=kinds, passes=passes, selections=selections,
+                sizes=sizes)
 
 
 def _mb(n: int) -> str:
@@ -54,5 +57,10 @@ def format_info(d: dict) -> str:
                      f"{m.get('status', '?')}, {_mb(p['bytes'])}"
                      + (f", {rate:.0f} samples/s" if rate else "")
                      + (f", model {m['model']['name']}" if "model" in m else ""))
+    if d.get("selections"):
+        lines.append("selections")
+        lines += [f"  {s['name']}: {s['kept']} of {s['candidates']} ({s['rules']}"
+                  + (f", from {s['start']}" if s["start"] else "") + ")"
+                  for s in d["selections"]]
     lines.append("sizes     " + ", ".join(f"{k} {_mb(v)}" for k, v in d["sizes"].items()))
     return "\n".join(lines)

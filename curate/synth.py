@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from curate.workspace import atomic_path
 
+SYNTH_VERSION = 2  # bump when renders change: tiny-clip's cache key includes it
 SHAPES = ("circle", "square", "triangle", "star", "diamond")
 COLOURS = {
     "red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 70, 220), "yellow": (240, 220, 30),
@@ -114,13 +115,14 @@ def render(scene: Scene, rng: random.Random, size: int = 64) -> Image.Image:
     img = Image.new("RGB", (s, s), bg)
     draw = ImageDraw.Draw(img)
     r = s * (0.09 if scene.size == "small" else 0.17) * (0.8 if scene.count == 3 else 1.0)
+    r *= rng.uniform(0.85, 1.15)  # no two renders of a scene are the same picture
     x0, y0, x1, y1 = _REGIONS[scene.position]
     for i in range(scene.count):
         # spread the objects along the region's long side, with jitter
         t = (i + 0.5) / scene.count
         wide = (x1 - x0) >= (y1 - y0)
-        fx = x0 + (x1 - x0) * (t if wide else 0.5) + rng.uniform(-0.04, 0.04)
-        fy = y0 + (y1 - y0) * (0.5 if wide else t) + rng.uniform(-0.04, 0.04)
+        fx = x0 + (x1 - x0) * (t if wide else 0.5) + rng.uniform(-0.08, 0.08)
+        fy = y0 + (y1 - y0) * (0.5 if wide else t) + rng.uniform(-0.08, 0.08)
         cx = min(max(fx * s, r), s - r)
         cy = min(max(fy * s, r), s - r)
         fill = COLOURS[scene.colour]
@@ -128,7 +130,14 @@ def render(scene: Scene, rng: random.Random, size: int = 64) -> Image.Image:
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
         else:
             draw.polygon(_polygon(scene.shape, cx, cy, r), fill=fill)
-    return img.resize((size, size), Image.Resampling.LANCZOS)
+    img = img.resize((size, size), Image.Resampling.LANCZOS)
+    # sensor-like grain and a lighting gradient, as in any two photos of the same scene
+    grain = Image.frombytes("L", (size, size), rng.randbytes(size * size))
+    light = Image.linear_gradient("L").resize((size, size)).transpose(rng.choice((
+        Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
+        Image.Transpose.ROTATE_270)))
+    img = Image.blend(img, Image.merge("RGB", (grain,) * 3), 0.06)
+    return Image.blend(img, Image.merge("RGB", (light,) * 3), rng.uniform(0.0, 0.12))
 
 
 def encode(img: Image.Image, fmt: str = "jpg", quality: int = 90) -> bytes:
@@ -168,7 +177,7 @@ def _near_duplicate(img: Image.Image, rng: random.Random) -> tuple[Image.Image, 
     if kind == "resize":
         img = img.resize((int(w * 1.25), int(h * 1.25)), Image.Resampling.BICUBIC)
     elif kind == "crop":
-        d = max(1, w // 16)
+        d = max(1, w // 32)  # a slight crop
         img = img.crop((d, d, w - d, h - d)).resize((w, h), Image.Resampling.BICUBIC)
     return img, rng.choice((60, 70, 80))
 
