@@ -55,6 +55,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a pass parameter (repeatable)")
     p.add_argument("--list", action="store_true", help="list passes with inputs and parameters")
 
+    p = sub.add_parser("fit-aesthetic", help="fit an aesthetic head on your own ratings")
+    _ws(p)
+    p.add_argument("labels", help="Parquet with sample_id and rating columns")
+    p.add_argument("-o", "--out", required=True, help="where to write the head (.pth)")
+    p.add_argument("--model", default="tiny-clip", help="embedding model (see `curate models`)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("select", help="write a named selection from a chain of rules",
+                       description="Rules: where EXPR | top COLUMN AMOUNT [per=COL] | random "
+                       "AMOUNT [seed=S] | dedup [by=COL stages=exact,perceptual,semantic] | "
+                       "semdedup [eps=0.01,0.05 use=0.05 keep=hard] | coreset AMOUNT [k=N]. "
+                       "AMOUNT is a fraction (0.3) or a count (1000).")
+    _ws(p)
+    p.add_argument("name", help="selection name")
+    p.add_argument("--from", dest="start", help="start from this selection")
+    p.add_argument("--force", action="store_true", help="replace an existing selection")
+    p.add_argument("rules", nargs=argparse.REMAINDER, help="rule chain")
+
+    p = sub.add_parser("evaluate", help="train a proxy CLIP on each selection; report "
+                       "zero-shot accuracy and retrieval R@1 on a held-out set")
+    _ws(p)
+    p.add_argument("selections", nargs="+", metavar="SELECTION", help="selection names")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout", help="held-out workspace (default: clean synthetic pairs)")
+    p.add_argument("--heldout-n", type=int, default=1000)
+
     sub.add_parser("models", help="list registered models")
 
     p = sub.add_parser("demo", help="synthetic pool -> workspace -> every pass")
@@ -86,8 +115,26 @@ def run(args: argparse.Namespace) -> int:
         from curate.embed import embed
         print(embed(args.workspace, args.model, batch_size=args.batch_size,
                     workers=args.workers, device=args.device).summary())
+    elif args.command == "select":
+        from curate.select import parse_rules, select
+        rules, start, force = list(args.rules), args.start, args.force
+        while "--force" in rules:  # options given after NAME land in the rule chain
+            rules.remove("--force")
+            force = True
+        if "--from" in rules[:-1]:
+            i = rules.index("--from")
+            start = rules[i + 1]
+            del rules[i:i + 2]
+        print(select(args.workspace, args.name, parse_rules(rules), start, force,
+                     progress=lambda m: print(m, file=sys.stderr)).summary())
     elif args.command == "score":
         _score(args)
+    elif args.command == "fit-aesthetic":
+        _fit_aesthetic(args)
+    elif args.command == "evaluate":
+        from curate.evaluate import evaluate, format_table
+        print(format_table(evaluate(args.workspace, args.selections, args.steps,
+                                    args.batch_size, args.seed, args.heldout, args.heldout_n)))
     elif args.command == "models":
         from curate.models import list_models
         for spec in list_models():
@@ -118,6 +165,20 @@ def _score(args: argparse.Namespace) -> None:
             raise CurateError(f"--param {kv!r} must look like name=value")
         given[k.strip()] = v
     print(score(args.workspace, args.name, given).summary())
+
+
+def _fit_aesthetic(args: argparse.Namespace) -> None:
+    from shlex import quote
+
+    from curate.aesthetic_fit import fit_aesthetic
+    r = fit_aesthetic(args.workspace, args.labels, args.model, out=args.out, epochs=args.epochs,
+                      seed=args.seed)
+    print(f"fitted an aesthetic head for {r['model']} ({r['dim']}-d) on {r['train']} ratings "
+          f"({r['skipped_no_image']} skipped: no image), {r['epochs']} epochs: train MSE "
+          f"{r['train_mse']:.4g}; held out {r['val']}: MSE {r['val_mse']:.4g}, Spearman "
+          f"{r['val_spearman']:.3f}\n-> {r['out']} (sha256 {r['sha256'][:12]})\n"
+          f"score with: curate score aesthetic -w {quote(args.workspace)} --param "
+          f"model={quote(r['model'])} --param weights={quote(r['out'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
