@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,10 +15,12 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
 
-from curate.embed import embed
+from curate.embed import embed, model_key
 from curate.ingest import ingest
 from curate.metrics import auroc
+from curate.workspace import CurateError
 from tests import badinput
 
 EMB = Path("embeddings") / "tiny-clip"
@@ -39,7 +42,7 @@ def test_one_row_per_ok_sample_with_raw_vectors_and_norms(embedded: Path) -> Non
     np.testing.assert_allclose(np.linalg.norm(txt, axis=1), e["text_norm"], rtol=1e-5)
     assert len({f.name for f in (embedded / EMB).glob("part-*.parquet")}) == len(
         list((embedded / "samples").glob("part-*.parquet")))
-    m = __import__("json").loads((embedded / EMB / "manifest.json").read_text())
+    m = json.loads((embedded / EMB / "manifest.json").read_text())
     assert m["status"] == "complete" and m["rows"] == e.height and m["model"]["weights_sha256"]
 
 
@@ -129,3 +132,20 @@ def test_missing_weights_fail_at_once_with_a_hint(tmp_path: Path, ingested: Path
     assert r.returncode != 0 and time.time() - t < 60
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in r.stderr
+
+
+def test_resuming_with_other_weights_is_refused(embedded: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(embedded, ws)
+    path = ws / EMB / "manifest.json"
+    m = json.loads(path.read_text())
+    m["model"]["weights_sha256"] = "0" * 64
+    path.write_text(json.dumps(m))
+    with pytest.raises(CurateError, match="other weights"):
+        embed(ws, "tiny-clip", progress=False)
+
+
+def test_long_model_names_never_share_a_folder() -> None:
+    a = model_key("ViT-H-14@/very/long/path/to/checkpoints/of/a/lab/HPS_v2_compressed.pt")
+    b = model_key("ViT-H-14@/very/long/path/to/checkpoints/of/a/lab/HPS_v2.1_compressed.pt")
+    assert a != b and len(a) <= 64 and model_key("tiny-clip") == "tiny-clip"

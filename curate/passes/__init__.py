@@ -9,6 +9,7 @@ function. ``curate.score`` runs any of them through the one runner.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import re
 import types
@@ -121,7 +122,10 @@ def key(p: Pass, params: Any) -> str:
         v = getattr(params, f.name)
         if v != getattr(default, f.name):
             text = ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
-            parts.append(f"{f.name}={re.sub(r'[^A-Za-z0-9._,=-]+', '-', text)[:60]}")
+            safe = re.sub(r"[^A-Za-z0-9._,=-]+", "-", text)
+            if len(safe) > 60:  # a long value (a path) keeps its start plus a hash of the whole
+                safe = f"{safe[:40]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+            parts.append(f"{f.name}={safe}")
     return "--".join(parts)
 
 
