@@ -12,36 +12,16 @@ from curate import passes
 from curate.embed import embed
 from curate.info import format_info, info
 from curate.ingest import ingest
-from curate.metrics import auroc
 from curate.score import score
+from curate.select import select
 from curate.synth import make_pool
-from curate.workspace import CurateError, Workspace
+from curate.truth import dedup_quality, score_aurocs
+from curate.workspace import CurateError
 
-# (score column, truth label that marks the positives, positives score lower?)
-CHECKS = [("clip_cosine", "mismatched", True), ("clip_score", "mismatched", True),
-          ("wclip_image_z", "odd_image", False), ("contrast", "odd_image", True)]
-
-
-def truth_report(workspace: Path, pool: Path) -> list[str]:
-    """AUROC of each score column at flagging its defect, against ``truth.parquet``
-    (positives: samples with the defect; negatives: samples with no defect at all)."""
-    truth = str(pool / "truth.parquet").replace("'", "''")
-    lines = []
-    with Workspace.open(workspace).connect(read_only=True) as con:
-        have = {r[0] for r in con.execute("DESCRIBE pairs").fetchall()}
-        for col, label, lower in CHECKS:
-            if col not in have:
-                continue
-            rows = con.execute(
-                f'SELECT t.{label} AS pos, p."{col}" AS v FROM pairs p JOIN '
-                f"read_parquet('{truth}') t USING (key) WHERE p.\"{col}\" IS NOT NULL AND "
-                f"(t.{label} OR t.defect = 'none')").fetchnumpy()
-            pos = rows["pos"].astype(bool)
-            sign = -1.0 if lower else 1.0
-            a = auroc(sign * rows["v"][pos], sign * rows["v"][~pos])
-            lines.append(f"      {col:<14} flags {label:<11} AUROC {a:.3f} "
-                         f"({int(pos.sum())} positives, {int((~pos).sum())} clean)")
-    return lines
+SELECTIONS = [("dedup", [("dedup", {"by": "clip_score"})], None),
+              ("top30", [("top", {"column": "clip_score", "amount_": 0.3})], None),
+              ("semdedup", [("semdedup", {"eps": "0.0005,0.001,0.005"})], "dedup"),
+              ("coreset30", [("coreset", {"amount_": 0.3})], "dedup")]
 
 
 def demo(workspace: Path, n: int = 2000, seed: int = 0) -> None:
@@ -49,19 +29,31 @@ def demo(workspace: Path, n: int = 2000, seed: int = 0) -> None:
     pool = workspace.parent / f"{workspace.name}-pool"
     if not (pool / "truth.parquet").exists():
         make_pool(pool, n, seed)
-        print(f"[1/4] synthetic pool: {n} samples (seed {seed}) in img2dataset layout -> {pool}")
+        print(f"[1/5] synthetic pool: {n} samples (seed {seed}) in img2dataset layout -> {pool}")
     else:
-        print(f"[1/4] synthetic pool: reusing {pool}")
-    print("[2/4] " + ingest([str(pool)], workspace).summary())
-    print("[3/4] " + embed(workspace, "tiny-clip").summary())
-    print("[4/4] scoring passes")
+        print(f"[1/5] synthetic pool: reusing {pool}")
+    print("[2/5] " + ingest([str(pool)], workspace).summary())
+    print("[3/5] " + embed(workspace, "tiny-clip").summary())
+    print("[4/5] scoring passes")
     for p in passes.list_passes():
         try:
             print("      " + score(workspace, p.name).summary())
         except CurateError as e:  # a pass that needs weights this machine does not have
             print(f"      {p.name}: skipped: {e}")
-    print("\nmeasured against truth.parquet (AUROC, 1.0 = perfect, 0.5 = chance)")
-    print("\n".join(truth_report(workspace, pool)))
+    print("[5/5] selections")
+    for name, rules, start in SELECTIONS:
+        try:
+            print("      " + select(workspace, name, rules, start, overwrite=True)
+                  .summary().replace("\n", "\n      "))
+        except (CurateError, ImportError) as e:
+            print(f"      {name}: skipped: {e}")
+    print("\nmeasured against truth.parquet (AUROC: 1.0 = perfect, 0.5 = chance)")
+    for r in score_aurocs(workspace, pool):
+        print(f"      {r['column']:<14} flags {r['flags']:<11} AUROC {r['auroc']:.3f} "
+              f"({r['positives']} with the defect, {r['clean']} clean)")
+    q = dedup_quality(workspace, pool, "dedup")
+    print(f"      dedup finds {q['planted']} planted duplicates: precision "
+          f"{q['precision']:.3f}, recall {q['recall']:.3f}")
     print()
     print(format_info(info(workspace)))
     print(f"\ndemo finished in {time.time() - start:.0f}s. Query it: "
