@@ -41,9 +41,9 @@ def demo(workspace: Path, n: int = 2000, seed: int = 0) -> None:
         except CurateError as e:  # a pass that needs weights this machine does not have
             print(f"      {p.name}: skipped: {e}")
     print("[5/5] selections")
-    for name, rules, start in SELECTIONS:
+    for name, rules, parent in SELECTIONS:
         try:
-            print("      " + select(workspace, name, rules, start, overwrite=True)
+            print("      " + select(workspace, name, rules, parent, overwrite=True)
                   .summary().replace("\n", "\n      "))
         except (CurateError, ImportError) as e:
             print(f"      {name}: skipped: {e}")
