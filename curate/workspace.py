@@ -96,6 +96,13 @@ class Workspace:
         self.refresh()
         return duckdb.connect(str(self.catalog_path), read_only=True)
 
+    def snapshot(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory connection with the catalog's views over the Parquet on disk now; it
+        takes no lock on catalog.duckdb, so a long reader (an export) never blocks a writer."""
+        con = duckdb.connect()
+        self._build_views(con)
+        return con
+
     def refresh(self) -> None:
         """Recreate the catalog's views from the Parquet on disk."""
         with duckdb.connect(str(self.catalog_path)) as con:

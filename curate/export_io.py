@@ -1,0 +1,245 @@
+"""The edges of ``curate export``: the catalog query that orders and describes the samples,
+reading and verifying source bytes, the output folder's state, and the files written last."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.images import is_url
+from curate.workspace import CurateError, Workspace, atomic_path, read_json, write_json
+
+T = TypeVar("T")
+STATE, DONE = ".curate-export.json", "export.json"
+EXTENSIONS = {"jpeg": "jpg", "mpo": "jpg", "png": "png", "webp": "webp", "gif": "gif",
+              "bmp": "bmp", "tiff": "tiff"}  # image_format -> the extension readers expect
+# the .json fields every sample gets (img2dataset's names where it has one), then the columns
+FIXED = {"key": "key", "sample_id": "sample_id", "caption": "caption", "url": "url",
+         "width": "width", "height": "height", "original_width": "orig_width",
+         "original_height": "orig_height", "sha256": "sha256", "image_hash": "image_hash",
+         "source": "regexp_extract(source, '[^/]+$')", "source_key": "source_key",
+         "orig_key": "orig_key", "rank": "rank"}
+
+
+# the samples columns each row carries; a chosen column of the same name is already there
+BASE = ("sample_id", "caption", "url", "width", "height", "orig_width", "orig_height", "sha256",
+        "image_hash", "source", "orig_key", "meta", "source_kind", "image_path",
+        "image_offset", "image_length", "image_format")
+TAKEN = {*BASE, "i", "key", "source_key", "rank", "reason"}
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _types(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
+    return {r[0]: r[1] for r in con.sql(f"DESCRIBE {view}").fetchall()}
+
+
+def score_columns(con: duckdb.DuckDBPyConnection, columns: list[str] | None) -> list[str]:
+    """The ``pairs`` columns to export: those named (checked), or every score column."""
+    pairs, samples = _types(con, "pairs"), _types(con, "samples")
+    scores = [c for c in pairs if c not in samples]
+    if columns is None:
+        return scores
+    unknown = [c for c in columns if c not in pairs]
+    if unknown:
+        raise CurateError(f"no column {unknown[0]!r} in the catalog (score columns: "
+                          f"{', '.join(scores) or 'none yet'})")
+    return [c for c in dict.fromkeys(columns) if c not in TAKEN]
+
+
+def _rows_sql(cols: list[str]) -> str:
+    """Selected ok samples in source order, numbered from 0, with their export key."""
+    picked = "".join(f", p.{_ident(c)}" for c in cols)
+    return f"""WITH sel AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
+    numbered AS (
+      SELECT row_number() OVER (ORDER BY p.image_path, p.image_offset, p.sample_id) - 1 AS i,
+             {", ".join("p." + c for c in BASE)}, p.key AS source_key,
+             sel.rank, sel.reason{picked}
+      FROM pairs AS p JOIN sel USING (sample_id) WHERE p.status = 'ok'),
+    keyed AS (SELECT lpad(CAST(i AS VARCHAR), $width, '0') AS key, * FROM numbered
+              WHERE i >= $start)"""
+
+
+def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], width: int,
+          start: int) -> duckdb.DuckDBPyRelation:
+    """From sample ``start`` on, in export order: each image's reference, extension and ingest
+    hash, and the bytes of its .txt and .json members."""
+    types = _types(con, "pairs")
+    fields = [f"{_lit(k)}, {v}" for k, v in FIXED.items()]
+    for c in cols:
+        v = f"keyed.{_ident(c)}"
+        if types[c] in ("FLOAT", "DOUBLE"):  # JSON has no NaN or Infinity
+            v = f"CASE WHEN isfinite({v}) THEN {v} END"
+        fields.append(f"{_lit(c)}, {v}")
+    fields.append("'meta', json(meta)")
+    ext = "CASE image_format " + " ".join(f"WHEN {_lit(f)} THEN {_lit(e)}" for f, e in
+                                          EXTENSIONS.items()) + " ELSE image_format END"
+    return con.sql(f"""{_rows_sql(cols)}
+        SELECT i, image_path, image_offset, image_length, encode({ext}) AS ext, image_hash,
+               source_kind, source_key, encode(caption) AS txt,
+               encode(CAST(json_object({', '.join(fields)}) AS VARCHAR)) AS js
+        FROM keyed ORDER BY i""", params={"sel": str(sel), "width": width, "start": start})
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """The items, produced ahead by a background thread (DuckDB, reads and numba kernels run
+    without the GIL, so producer and consumer overlap)."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(None)
+        except Exception as e:  # handed to the consumer, which raises it
+            q.put(e)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.05)
+        thread.join()
+
+
+def check_sources(con: duckdb.DuckDBPyConnection, sel: Path, selection: str
+                  ) -> tuple[int, dict[str, int]]:
+    """Before anything is written: every selected sample is an ok sample here and every source
+    file is where ingest found it, at least as long as then. Returns (samples, formats)."""
+    rows = con.sql("""SELECT s.image_path, s.image_format, count(*),
+                          count(s.sample_id) FILTER (s.status = 'ok'), max(s.image_offset
+                          + s.image_length) FROM read_parquet($sel) AS sel
+                          LEFT JOIN samples AS s USING (sample_id) GROUP BY ALL ORDER BY 1, 2""",
+                   params={"sel": str(sel)}).fetchall()  # one pass: files, formats, counts
+    n, ok = sum(r[2] for r in rows), sum(r[3] for r in rows if r[0] is not None)
+    if n != ok:
+        raise CurateError(f"selection {selection!r} names {n - ok} samples that are not ok "
+                          "samples of this workspace; run `curate select` again")
+    if n == 0:
+        raise CurateError(f"selection {selection!r} is empty; nothing to export")
+    files: dict[str, int] = {}
+    formats: dict[str, int] = {}
+    for path, fmt, k, _, end in rows:
+        files[path] = max(files.get(path, 0), end)
+        formats[fmt] = formats.get(fmt, 0) + k
+    missing = [p for p in files if not is_url(p) and not os.path.isfile(p)]
+    if missing:
+        raise CurateError(f"{len(missing)} of the {len(files)} source files of selection "
+                          f"{selection!r} are gone since ingest (moved or deleted), e.g. "
+                          f"{missing[0]}; nothing was exported. Put them back where they were")
+    short = [p for p, end in files.items() if not is_url(p) and os.path.getsize(p) < end]
+    if short:
+        raise CurateError(f"{len(short)} source files of selection {selection!r} changed since "
+                          f"ingest (now shorter), e.g. {short[0]}; nothing was exported")
+    return n, dict(sorted(formats.items()))
+
+
+def prepare_out(out: Path, fingerprint: dict) -> dict | None:
+    """The resume state for ``out`` (created when new); None when ``out`` already holds this
+    very export. Anything else in ``out`` is an error: no export mixes into another."""
+    if out.exists() and not out.is_dir():
+        raise CurateError(f"{out} is a file; export into a directory")
+    for marker, what in ((DONE, "an export"), (STATE, "an unfinished export")):
+        if (out / marker).is_file():
+            old = read_json(out / marker)
+            old = old.get("fingerprint", old)
+            if old == fingerprint:
+                return None if marker == DONE else _resumable(out, read_json(out / STATE))
+            diff = ", ".join(f"{k} {old.get(k)!r}" for k in fingerprint
+                             if old.get(k) != fingerprint[k] and k != "selection_sha256")
+            raise CurateError(f"{out} holds {what} of selection {old.get('selection')!r} "
+                              f"({diff or 'since re-selected'}); export into a new or empty "
+                              "directory, or remove that one first")
+    entries = sorted(os.listdir(out)) if out.is_dir() else []
+    if entries:
+        raise CurateError(f"{out} is not empty ({len(entries)} entries, e.g. {entries[0]!r}) "
+                          "and holds no export; export into a new or empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"fingerprint": fingerprint, "shards": []}
+    write_json(state, out / STATE)
+    return state
+
+
+def _resumable(out: Path, state: dict) -> dict:
+    """Drop a killed run's temporary files; keep the recorded shards still intact, in order."""
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink()
+    good = []
+    for s in state["shards"]:
+        p = out / s["name"]
+        if not p.is_file() or p.stat().st_size != s["bytes"]:
+            break
+        good.append(s)
+    state["shards"] = good
+    return state
+
+
+def abandon(out: Path, name: str) -> None:
+    """Remove what an export wrote into ``out`` (and ``out`` itself when left empty)."""
+    for p in [*out.glob(".*.tmp"), *out.glob(f"{name}-[0-9]*.tar"), out / STATE]:
+        p.unlink(missing_ok=True)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
+def write_manifest(con: duckdb.DuckDBPyConnection, out: Path, shards: list[dict], sel: Path,
+                   cols: list[str], width: int) -> None:
+    """``manifest.parquet``: per sample its key, shard, sample id, selection rank and reason,
+    caption, url, image format and size, and the chosen columns, in key order."""
+    firsts = np.array([s["first"] for s in shards])
+    names = pa.array([s["name"] for s in shards], pa.string())
+    picked = "".join(f", {_ident(c)}" for c in cols)
+    rel = con.sql(f"""{_rows_sql(cols)} SELECT key, sample_id, rank, reason, caption, url,
+                      image_format, image_length AS image_bytes{picked}, i FROM keyed
+                      ORDER BY i""", params={"sel": str(sel), "width": width, "start": 0})
+    with atomic_path(out / "manifest.parquet") as tmp:
+        writer = None
+        for batch in rel.to_arrow_reader(65536):
+            at = np.searchsorted(firsts, batch.column("i").to_numpy(), side="right") - 1
+            t = pa.Table.from_batches([batch]).drop_columns(["i"])
+            t = t.add_column(1, "shard", names.take(at))
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, t.schema, compression="zstd")
+            writer.write_table(t)
+        writer.close()
+
+
+def finish(ws: Workspace, out: Path, info: dict) -> None:
+    """sizes.json and B3SUMS, then export.json (the mark of a finished export); the resume
+    state goes last, and the workspace remembers the export for ``curate card``."""
+    shards = info["shards"]
+    write_json({s["name"]: s["samples"] for s in shards}, out / "sizes.json")
+    with atomic_path(out / "B3SUMS") as tmp:
+        tmp.write_text("".join(f"{s['blake3']}  {s['name']}\n" for s in shards))
+    write_json(info, out / DONE)
+    for p in out.iterdir():  # mkstemp made them owner-only; an export is for sharing
+        if p.is_file():
+            p.chmod(0o644)
+    (out / STATE).unlink(missing_ok=True)
+    write_json({"out": str(out)}, ws.root / "exports" / f"{info['selection']}.json")

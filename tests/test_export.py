@@ -1,0 +1,272 @@
+"""Export: webdataset shards that real consumers read, atomic and resumable, checked sources."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import blake3
+import polars as pl
+import pytest
+import webdataset as wds
+
+from curate.export import export
+from curate.ingest import ingest
+from curate.score import score
+from curate.select import select
+from tests import badinput
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ingest_hash(data: bytes) -> str:
+    """What ingest stores as image_hash: BLAKE2b-128 over the length (8 bytes LE) and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(len(data).to_bytes(8, "little"))
+    h.update(data)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def scored(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded pool with clip_score and two selections: best (120) and other (50)."""
+    ws = tmp_path_factory.mktemp("export") / "ws"
+    shutil.copytree(embedded, ws)
+    score(ws, "clip_score", progress=False)
+    select(ws, "best", [("where", {"expr": "clip_score > 0.3"}),
+                        ("top", {"column": "clip_score", "amount_": 120})])
+    select(ws, "other", [("random", {"amount_": 50, "seed": 1})])
+    return ws
+
+
+@pytest.fixture(scope="module")
+def exported(scored: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("out") / "best"
+    export(scored, "best", out, shard_size=40, progress=False)
+    return out
+
+
+def samples(ws: Path) -> pl.DataFrame:
+    return pl.read_parquet(ws / "samples" / "*.parquet")
+
+
+def curate_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_webdataset_reads_every_sample_with_the_source_bytes(scored: Path,
+                                                             exported: Path) -> None:
+    ids = pl.read_parquet(scored / "selections" / "best.parquet")["sample_id"]
+    truth = {r["sample_id"]: r for r in samples(scored).iter_rows(named=True)}
+    man = pl.read_parquet(exported / "manifest.parquet")
+    assert sorted(man["sample_id"]) == sorted(ids) and man["key"].is_unique().all()
+    ds = wds.WebDataset(str(exported / "best-{000000..000002}.tar"), shardshuffle=False)
+    seen = {}
+    for s in ds:
+        key = s["__key__"]
+        assert "." not in key and key not in seen
+        meta = json.loads(s["json"])
+        row = truth[meta["sample_id"]]
+        assert ingest_hash(s["jpg"]) == row["image_hash"]  # the original bytes, not re-encoded
+        assert s["jpg"] == open(row["image_path"], "rb").read()[
+            row["image_offset"]:row["image_offset"] + row["image_length"]]
+        assert s["txt"].decode() == row["caption"] == meta["caption"]
+        assert meta["key"] == key and meta["url"] == row["url"]
+        assert meta["source_key"] == row["key"] and "clip_score" in meta
+        seen[key] = meta["sample_id"]
+    assert len(seen) == len(ids) == 120
+    assert seen == dict(zip(man["key"], man["sample_id"], strict=True))
+    sizes = json.loads((exported / "sizes.json").read_text())
+    assert sizes == {"best-000000.tar": 40, "best-000001.tar": 40, "best-000002.tar": 40}
+    for line in (exported / "B3SUMS").read_text().splitlines():
+        digest, name = line.split()
+        assert blake3.blake3((exported / name).read_bytes()).hexdigest() == digest
+    assert man.group_by("shard").len().sort("shard")["len"].to_list() == [40, 40, 40]
+    scores = pl.read_parquet(scored / "scores" / "clip_score" / "*.parquet")
+    joined = man.join(scores, on="sample_id", suffix="_src")
+    assert (joined["clip_score"] == joined["clip_score_src"]).all()
+
+
+def test_open_clip_trains_an_epoch_on_the_export(exported: Path, tmp_path: Path) -> None:
+    """open_clip's own training entry point, told nothing about the number of samples."""
+    from curate.tinyclip import TINY_ARCH, cache_dir, register_arch
+    register_arch()
+    config = cache_dir() / "models" / "configs" / f"{TINY_ARCH}.json"
+    code = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1]); "
+            "from open_clip_train.main import main; main(sys.argv[2:])")
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(config), "--dataset-type", "webdataset",
+         "--train-data", str(exported / "best-{000000..000002}.tar"), "--model", TINY_ARCH,
+         "--batch-size", "30", "--epochs", "1", "--workers", "1", "--precision", "fp32",
+         "--lr", "1e-3", "--warmup", "1", "--zeroshot-frequency", "0", "--seed", "0",
+         "--logs", str(tmp_path), "--name", "run"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    assert "[120/120 (100%)]" in log  # sizes.json told it: 120 samples, 4 batches of 30
+    assert (tmp_path / "run" / "checkpoints" / "epoch_1.pt").is_file()
+
+
+def test_extension_follows_the_real_format_and_files_are_read_whole(
+        tmp_path: Path) -> None:
+    shard = badinput.write_tar(tmp_path / "mixed.tar", [
+        ("a.jpg", badinput.jpeg()), ("a.txt", b"a red square"),
+        ("b.png", badinput.png()), ("b.txt", b"a blue square"),
+        ("c.webp", badinput.webp()), ("c.txt", b"a green square")])
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "d.png").write_bytes(badinput.png((9, 9, 9)))
+    (folder / "d.txt").write_text("a black square")
+    ws = tmp_path / "ws"
+    ingest([str(shard), str(folder)], ws, progress=False)
+    select(ws, "all", [("where", {"expr": "true"})])
+    export(ws, "all", tmp_path / "out", card=False, progress=False)
+    with tarfile.open(tmp_path / "out" / "all-000000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    exts = sorted(n.split(".", 1)[1] for n in members if not n.endswith(("txt", "json")))
+    assert exts == ["jpg", "png", "png", "webp"]
+    originals = {badinput.jpeg(), badinput.png(), badinput.webp(), badinput.png((9, 9, 9))}
+    assert {d for n, d in members.items() if n.endswith(("jpg", "png", "webp"))} == originals
+
+
+def test_shard_bytes_bound_every_shard(scored: Path, tmp_path: Path) -> None:
+    limit = 100_000
+    r = export(scored, "best", tmp_path / "out", shard_bytes=limit, card=False, progress=False)
+    tars = sorted((tmp_path / "out").glob("*.tar"))
+    assert r.shards == len(tars) > 2
+    assert all(p.stat().st_size <= limit for p in tars)
+    sizes = json.loads((tmp_path / "out" / "sizes.json").read_text())
+    assert sum(sizes.values()) == 120
+    for p in tars:
+        with tarfile.open(p) as tar:
+            assert len(tar.getnames()) == 3 * sizes[p.name]
+
+
+def test_columns_choose_what_each_json_and_the_manifest_carry(scored: Path,
+                                                              tmp_path: Path) -> None:
+    export(scored, "other", tmp_path / "out", columns=["clip_cosine"], card=False,
+           progress=False)
+    man = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert "clip_cosine" in man.columns and "clip_score" not in man.columns
+    with tarfile.open(tmp_path / "out" / "other-000000.tar") as tar:
+        meta = json.loads(tar.extractfile(tar.getmember(man["key"][0] + ".json")).read())
+    assert "clip_cosine" in meta and "clip_score" not in meta
+
+
+KILL = """
+import os, signal, sys
+import curate.export as e
+import curate.tarwriter as t
+calls = []
+def hook(real):
+    def wrapper(self, *args):
+        calls.append(1)
+        if len(calls) == 3:  # the third shard: written whole, then killed
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, *args)
+    return wrapper
+if sys.argv[1] == "before-rename":  # its bytes are in the temporary file, not yet renamed
+    t.Sink._close_file = hook(t.Sink._close_file)
+else:  # it has its final name; the resume state does not know it yet
+    e._Shards.done = hook(e._Shards.done)
+e.export(sys.argv[2], sys.argv[4], sys.argv[3], shard_size=15, progress=False)
+"""
+
+
+def kill_export(where: str, ws: Path, out: Path, selection: str) -> subprocess.CompletedProcess:
+    """Export in a subprocess SIGKILLed as its third shard closes (see KILL)."""
+    return subprocess.run([sys.executable, "-c", KILL, where, str(ws), str(out), selection],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+@pytest.mark.parametrize("where", ["before-rename", "after-rename"])
+def test_killed_export_resumes_to_the_same_bytes(scored: Path, tmp_path: Path,
+                                                 where: str) -> None:
+    whole, out = tmp_path / "whole", tmp_path / "resumed"
+    export(scored, "best", whole, shard_size=15, progress=False)
+    r = kill_export(where, scored, out, "best")
+    assert r.returncode == -9, r.stderr[-2000:]
+    assert not (out / "export.json").exists() and not (out / "sizes.json").exists()
+    finals = sorted(out.glob("best-*.tar"))
+    assert len(finals) == (2 if where == "before-rename" else 3)
+    for p in finals:  # whatever has a final name is a whole shard
+        assert p.read_bytes() == (whole / p.name).read_bytes()
+    report = export(scored, "best", out, shard_size=15, progress=False)
+    assert report.shards_skipped == 2 and report.shards_written == 6
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    for f in files:
+        assert (whole / f).read_bytes() == (out / f).read_bytes(), f
+    again = export(scored, "best", out, shard_size=15, progress=False)
+    assert again.shards_written == 0 and again.shards_skipped == 8
+
+
+def test_bad_targets_fail_cleanly(scored: Path, exported: Path, tmp_path: Path) -> None:
+    r = curate_cli("export", "-w", str(scored), "missing", str(tmp_path / "a"))
+    assert r.returncode == 2 and "no selection 'missing'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+    before = {p: p.read_bytes() for p in exported.rglob("*") if p.is_file()}
+    r = curate_cli("export", "-w", str(scored), "other", str(exported))
+    assert r.returncode == 2 and "holds an export of selection 'best'" in r.stderr
+    assert {p: p.read_bytes() for p in exported.rglob("*") if p.is_file()} == before
+    r = curate_cli("export", "-w", str(scored), "best", str(exported), "--shard-size", "7")
+    assert r.returncode == 2 and "shard_size 40" in r.stderr
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    r = curate_cli("export", "-w", str(scored), "best", str(tmp_path / "busy"))
+    assert r.returncode == 2 and "not empty" in r.stderr
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+
+
+@pytest.fixture()
+def own_pool(pool: Path, tmp_path: Path) -> Path:
+    """A workspace over a private copy of the pool, whose shards a test may move or change."""
+    shutil.copytree(pool, tmp_path / "pool")
+    ws = tmp_path / "ws"
+    ingest([str(tmp_path / "pool")], ws, progress=False)
+    select(ws, "all", [("where", {"expr": "true"})])
+    return ws
+
+
+def test_moved_source_shard_fails_before_writing(own_pool: Path, tmp_path: Path) -> None:
+    src = own_pool.parent / "pool"
+    (src / "00001.tar").rename(src / "elsewhere.tar")
+    r = curate_cli("export", "-w", str(own_pool), "all", str(tmp_path / "out"))
+    assert r.returncode == 2 and "gone since ingest" in r.stderr and "00001.tar" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_rewritten_source_shard_fails_and_leaves_nothing(own_pool: Path,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert kill_export("before-rename", own_pool, out, "all").returncode == -9
+    assert len(list(out.glob("all-*.tar"))) == 2  # an unfinished export of 00000.tar's samples
+    src = own_pool.parent / "pool"
+    size = (src / "00002.tar").stat().st_size  # same name, other members, no shorter
+    other = (src / "00001.tar").read_bytes()
+    (src / "00002.tar").write_bytes(other + bytes(max(0, size - len(other))))
+    r = curate_cli("export", "-w", str(own_pool), "all", str(out), "--shard-size", "15")
+    assert r.returncode == 2 and "00002.tar changed since ingest" in r.stderr
+    assert not out.exists()  # the unfinished export's shards are gone with it
+
+
+def test_changed_image_bytes_fail_the_hash_check(own_pool: Path, tmp_path: Path) -> None:
+    s = samples(own_pool).filter(pl.col("status") == "ok").sort("image_path", "image_offset")
+    row = s.row(len(s) // 2, named=True)  # the middle image: in-place, same length
+    with open(row["image_path"], "r+b") as f:
+        f.seek(row["image_offset"] + row["image_length"] // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    r = curate_cli("export", "-w", str(own_pool), "all", str(tmp_path / "out"),
+                   "--verify", "all")
+    assert r.returncode == 2 and "does not have its ingest hash" in r.stderr
+    assert row["key"] in r.stderr and not (tmp_path / "out").exists()
