@@ -84,6 +84,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", help="held-out workspace (default: clean synthetic pairs)")
     p.add_argument("--heldout-n", type=int, default=1000)
 
+    p = sub.add_parser("map", help="2-D map of the embeddings (UMAP on a sample, the rest "
+                       "placed by neighbours) with labelled clusters")
+    _ws(p)
+    p.add_argument("--embedding", choices=("image", "text", "joint"), default="image")
+    p.add_argument("--name", default="default", help="map name (default: default)")
+    p.add_argument("--model", help="embedding model (default: the only one embedded)")
+    p.add_argument("--sample", type=int, default=20000, help="points UMAP is fitted on")
+    p.add_argument("--clusters", type=int, default=0, help="k-means clusters (0: auto)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("render", help="draw a map with datashader into a PNG")
+    _ws(p)
+    p.add_argument("--map", default="default", help="map name (default: default)")
+    p.add_argument("--color", default="cluster",
+                   help="column of `pairs` or `cluster` (default); `none` for density")
+    p.add_argument("-o", "--out", help="PNG path (default: maps/NAME-COLOR.png)")
+    p.add_argument("--size", type=int, default=800, help="image side in pixels")
+
+    p = sub.add_parser("sql", help="run a named query (sql/*.sql) or SQL text, read-only")
+    _ws(p)
+    p.add_argument("query", nargs="?", help="a named query, a .sql file or SQL text")
+    p.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="bind $K to V (repeatable)")
+    p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    p.add_argument("-o", "--out", help="write the result to this file")
+    p.add_argument("--text", help="bind $text_emb to this phrase's embedding (and "
+                   "$embeddings to its model's embeddings view)")
+    p.add_argument("--model", help="the model that embeds --text (default: the query's)")
+    p.add_argument("--list", action="store_true", help="list the named queries")
+
+    p = sub.add_parser("export", help="write a selection as webdataset shards with sizes.json, "
+                       "manifest.parquet, checksums and its data card")
+    _ws(p)
+    p.add_argument("selection")
+    p.add_argument("out", help="a new or empty folder (or an unfinished export to resume)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--shard-size", type=int, help="samples per shard (default: 10000)")
+    g.add_argument("--shard-bytes", help="bytes per shard, e.g. 500M or 1G")
+    p.add_argument("--columns", action="append", metavar="COLS", help="pairs columns for each "
+                   ".json and the manifest, comma-separated (default: every score column)")
+    p.add_argument("--name", help="shard name prefix (default: the selection's name)")
+    p.add_argument("--verify", choices=("sample", "all"), default="sample",
+                   help="hash-check every 16th image (default) or all of them")
+    p.add_argument("--no-card", action="store_true", help="do not write README.md")
+
+    p = sub.add_parser("card", help="generate a selection's data card (data_cards/NAME.md)")
+    _ws(p)
+    p.add_argument("selection")
+    p.add_argument("-o", "--out", help="card path (default: WORKSPACE/data_cards/NAME.md)")
+    p.add_argument("--export", help="also write it as README.md into this export folder "
+                   "(default: the selection's last export)")
+
     sub.add_parser("models", help="list registered models")
 
     p = sub.add_parser("demo", help="synthetic pool -> workspace -> every pass")
@@ -135,6 +187,10 @@ def run(args: argparse.Namespace) -> int:
         from curate.evaluate import evaluate, format_table
         print(format_table(evaluate(args.workspace, args.selections, args.steps,
                                     args.batch_size, args.seed, args.heldout, args.heldout_n)))
+    elif args.command in ("map", "render"):
+        _map(args)
+    elif args.command in ("sql", "export", "card"):
+        _sql_export_card(args)
     elif args.command == "models":
         from curate.models import list_models
         for spec in list_models():
@@ -167,6 +223,20 @@ def _score(args: argparse.Namespace) -> None:
     print(score(args.workspace, args.name, given).summary())
 
 
+def _map(args: argparse.Namespace) -> None:
+    if args.command == "map":
+        from curate.maps import MapParams, make_map
+        from curate.maps.io import summary
+        from curate.workspace import Workspace
+        m = make_map(args.workspace, args.name, args.embedding, args.model,
+                     MapParams(sample=args.sample, clusters=args.clusters, seed=args.seed))
+        print(summary(m, Workspace.open(args.workspace)))
+        return
+    from curate.maps import render_map
+    color = None if args.color.lower() == "none" else args.color
+    print(render_map(args.workspace, args.map, color, args.out, args.size))
+
+
 def _fit_aesthetic(args: argparse.Namespace) -> None:
     from shlex import quote
 
@@ -179,6 +249,31 @@ def _fit_aesthetic(args: argparse.Namespace) -> None:
           f"{r['val_spearman']:.3f}\n-> {r['out']} (sha256 {r['sha256'][:12]})\n"
           f"score with: curate score aesthetic -w {quote(args.workspace)} --param "
           f"model={quote(r['model'])} --param weights={quote(r['out'])}")
+
+
+def _sql_export_card(args: argparse.Namespace) -> None:
+    if args.command == "card":
+        from curate.cards import write_card
+        print(write_card(args.workspace, args.selection, args.out, args.export))
+    elif args.command == "export":
+        from curate.export import export, parse_bytes
+        cols = None if args.columns is None else [
+            c.strip() for arg in args.columns for c in arg.split(",") if c.strip()]
+        print(export(args.workspace, args.selection, args.out, args.shard_size,
+                     parse_bytes(args.shard_bytes) if args.shard_bytes else None, cols,
+                     args.name, args.verify, not args.no_card).summary())
+    elif args.list or not args.query:
+        from curate.sql import header, named_queries
+        from curate.workspace import Workspace
+        for name, path in named_queries(Workspace.open(args.workspace)).items():
+            print(f"{name}\n  " + header(path).replace("\n", "\n  "))
+    else:
+        from curate.sql import run_sql, write_result
+        params = dict(kv.split("=", 1) for kv in args.param if "=" in kv)
+        if len(params) != len(args.param):
+            raise CurateError("--param must look like name=value")
+        write_result(run_sql(args.workspace, args.query, params, args.text, args.model),
+                     args.format, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
