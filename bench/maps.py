@@ -1,0 +1,223 @@
+"""Maps at scale: time and neighbourhood preservation of ``curate map``'s layout.
+
+    .venv/bin/python bench/maps.py quality [--n 20000] [--samples 5000 10000] [--transform]
+    .venv/bin/python bench/maps.py scale [--n 100000 1000000] [--dim 512]
+    .venv/bin/python bench/maps.py workspace [--n 1000000] [--dim 64]
+    .venv/bin/python bench/maps.py pool [--n 20000]
+
+Neighbourhood preservation (``curate.maps.layout.preservation``): the mean share of a point's
+15 nearest neighbours by cosine in embedding space that are among its 15 nearest in the map,
+over 2,000 random points (1.0 = perfect, chance = 15 / N).
+
+* ``quality``: on ``--n`` points, a full UMAP fit of all of them (umap-learn, metric cosine,
+  its own neighbour search: the reference) against ``curate``'s layout (UMAP fitted on a
+  sample, the rest placed by fuzzy-weighted sample neighbours) for each ``--samples`` size,
+  and with ``--transform`` against umap-learn's own route (fit on the sample, ``transform``
+  the rest in one call).
+* ``scale``: ``curate``'s layout alone at each ``--n`` (the array path, without I/O).
+* ``workspace``: ``curate map`` end to end on a workspace of ``--n`` generated samples
+  (reading Parquet, layout, clusters, caption labels, writing the map).
+* ``pool``: the same comparison as ``quality`` on tiny-clip embeddings of a synthetic pool.
+
+Data for ``quality``/``scale``/``workspace``: unit vectors on a curved low-dimensional manifold
+(60 clusters in an 8-d latent space, sent through a random tanh layer into ``--dim``
+dimensions, plus noise), so nearest neighbours mean something, as they do for CLIP embeddings.
+Every figure is printed as one JSON line and appended to ``bench/out/maps.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".venv" / "numba-cache"))
+
+from curate.maps.layout import MapParams, enable_numba_cache, layout, preservation  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+
+
+def manifold(n: int, dim: int = 512, clusters: int = 60, latent: int = 8, seed: int = 0
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, cluster label) on a curved low-dimensional manifold; see the module doc."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, latent)) * 3
+    w1 = rng.normal(size=(latent, 64)).astype(np.float32) / np.sqrt(latent)
+    w2 = rng.normal(size=(64, dim)).astype(np.float32) / 8
+    lab = rng.integers(clusters, size=n)
+    x = np.empty((n, dim), np.float32)
+    for s in range(0, n, 100_000):
+        z = (centres[lab[s:s + 100_000]] + rng.normal(size=(len(lab[s:s + 100_000]), latent))
+             ).astype(np.float32)
+        x[s:s + 100_000] = np.tanh(z @ w1) @ w2 + 0.05 * rng.normal(
+            size=(len(z), dim)).astype(np.float32)
+    return x, lab
+
+
+def emit(row: dict) -> None:
+    row = {"host": platform.node(), "cores": os.cpu_count(), **row}
+    print(json.dumps(row), flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with open(OUT / "maps.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def full_umap(x: np.ndarray, seed: int) -> np.ndarray:
+    """The reference: umap-learn on every point, cosine, its own neighbour search."""
+    enable_numba_cache()
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return umap.UMAP(metric="cosine", random_state=seed).fit_transform(x)
+
+
+def umap_transform(x: np.ndarray, sample: int, seed: int) -> np.ndarray:
+    """umap-learn's route: fit on a sample, ``transform`` every other point in one call."""
+    enable_numba_cache()
+    import umap
+
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(x), sample, replace=False))
+    rest = np.setdiff1d(np.arange(len(x)), pick)
+    y = np.empty((len(x), 2), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = umap.UMAP(metric="cosine", random_state=seed).fit(x[pick])
+        y[pick] = m.embedding_
+        y[rest] = m.transform(x[rest])
+    return y
+
+
+def timed(fn, *args) -> tuple[object, float]:
+    t = time.time()
+    out = fn(*args)
+    return out, time.time() - t
+
+
+def compare(x: np.ndarray, data: str, samples: list[int], transform: bool, seed: int) -> None:
+    n = len(x)
+    layout(x[:3000], MapParams(sample=1000))  # compile once, outside the timings
+    (y, _), t = timed(layout, x, MapParams(sample=n, seed=seed))
+    emit({"bench": "quality", "data": data, "n": n, "method": "curate, sample = all",
+          "seconds": round(t, 1), "preservation": round(preservation(x, y), 4)})
+    y, t = timed(full_umap, x, seed)
+    emit({"bench": "quality", "data": data, "n": n, "method": "umap-learn full fit (cosine)",
+          "seconds": round(t, 1), "preservation": round(preservation(x, y), 4)})
+    for s in samples:
+        (y, info), t = timed(layout, x, MapParams(sample=s, seed=seed))
+        emit({"bench": "quality", "data": data, "n": n, "method": f"curate, sample {s}",
+              "seconds": round(t, 1), "fit_s": info["seconds_fit"],
+              "place_s": info["seconds_place"], "preservation": round(preservation(x, y), 4)})
+        if transform:
+            y, t = timed(umap_transform, x, s, seed)
+            emit({"bench": "quality", "data": data, "n": n,
+                  "method": f"umap-learn fit sample {s} + transform rest",
+                  "seconds": round(t, 1), "preservation": round(preservation(x, y), 4)})
+
+
+def scale(ns: list[int], dim: int, sample: int, seed: int) -> None:
+    layout(manifold(3000, dim)[0], MapParams(sample=1000))  # compile once
+    for n in ns:
+        x, _ = manifold(n, dim, seed=seed)
+        (y, info), t = timed(layout, x, MapParams(sample=sample, seed=seed))
+        emit({"bench": "scale", "data": f"manifold {dim}-d", "n": n, "sample": sample,
+              "seconds": round(t, 1), "fit_s": info["seconds_fit"],
+              "place_s": info["seconds_place"], "preservation": round(preservation(x, y), 4)})
+        del x, y
+
+
+def workspace(n: int, dim: int, seed: int) -> None:
+    """A workspace of ``n`` generated samples (captions name their cluster) and embeddings,
+    then ``curate map`` on it, timed by stage from its manifest."""
+    import pyarrow as pa
+
+    from curate.maps import make_map
+    from curate.workspace import read_json, write_json, write_parquet
+
+    ws = OUT / f"maps-ws-{n}-{dim}"
+    if not (ws / "embeddings" / "synthetic" / "manifest.json").exists():
+        shutil.rmtree(ws, ignore_errors=True)
+        x, lab = manifold(n, dim, seed=seed)
+        words = np.array(["red", "green", "blue", "round", "square", "cat", "dog", "tree",
+                          "river", "city", "car", "sky"])
+        part = 100_000
+        for i, s in enumerate(range(0, n, part)):
+            ids = [f"s{j:09d}" for j in range(s, min(s + part, n))]
+            lb = lab[s:s + len(ids)]
+            caps = [f"a photo of the {words[c % 12]} {words[(c // 12) % 12]} thing" for c in lb]
+            write_parquet(pa.table({"sample_id": ids, "status": ["ok"] * len(ids),
+                                    "caption": caps}),
+                          ws / "samples" / f"part-{i:06d}.parquet")
+            flat = pa.array(x[s:s + len(ids)].reshape(-1))
+            vec = pa.FixedSizeListArray.from_arrays(flat, dim)
+            write_parquet(pa.table({"sample_id": ids, "status": ["ok"] * len(ids),
+                                    "error": pa.array([None] * len(ids), pa.string()),
+                                    "image_emb": vec}),
+                          ws / "embeddings" / "synthetic" / f"part-{i:06d}.parquet")
+        write_json({"pass": "embed", "dim": dim, "columns": ["image_emb"],
+                    "model": {"name": "synthetic"}, "status": "complete", "rows": n},
+                   ws / "embeddings" / "synthetic" / "manifest.json")
+        del x
+    layout(manifold(3000, dim)[0], MapParams(sample=1000))  # compile once
+    t = time.time()
+    make_map(ws, name="bench", embedding="image", progress=True)
+    total = time.time() - t
+    m = read_json(ws / "maps" / "bench.json")
+    emit({"bench": "workspace", "n": n, "dim": dim, "seconds": round(total, 1),
+          "stages": m["seconds"], "clusters": len(m["clusters"]),
+          "labels": [c["label"] for c in m["clusters"][:5]]})
+
+
+def pool(n: int, samples: list[int], transform: bool, seed: int) -> None:
+    """tiny-clip image embeddings of an ``n``-sample synthetic pool."""
+    from curate.embed import embed
+    from curate.ingest import ingest
+    from curate.maps.io import load_vectors
+    from curate.synth import make_pool
+    from curate.workspace import Workspace
+
+    root = OUT / f"maps-pool-{n}"
+    if not (root / "ws" / "embeddings").exists():
+        make_pool(root / "pool", n, seed)
+        ingest([str(root / "pool")], root / "ws", progress=False)
+        embed(root / "ws", "tiny-clip", progress=False)
+    _, x = load_vectors(Workspace.open(root / "ws"), "tiny-clip", "image")
+    compare(x, f"tiny-clip pool {n}", samples, transform, seed)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("quality", "scale", "workspace", "pool"))
+    ap.add_argument("--n", type=int, nargs="+")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--samples", type=int, nargs="+", default=[5000, 10000])
+    ap.add_argument("--sample", type=int, default=MapParams().sample)
+    ap.add_argument("--transform", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    if a.what == "quality":
+        for n in a.n or [20000]:
+            compare(manifold(n, a.dim, seed=a.seed)[0], f"manifold {a.dim}-d", a.samples,
+                    a.transform, a.seed)
+    elif a.what == "scale":
+        scale(a.n or [100_000, 1_000_000], a.dim, a.sample, a.seed)
+    elif a.what == "workspace":
+        workspace((a.n or [1_000_000])[0], a.dim, a.seed)
+    else:
+        pool((a.n or [20000])[0], a.samples, a.transform, a.seed)
+
+
+if __name__ == "__main__":
+    main()
