@@ -25,6 +25,7 @@ import open_clip
 import torch
 
 from curate.metrics import auroc
+from curate.synth import SYNTH_VERSION
 from curate.workspace import CurateError, atomic_path
 
 TINY_ARCH = "curate-tiny-clip"
@@ -39,7 +40,7 @@ TINY_CFG: dict = {
 TRAIN_DEFAULTS = {"seed": 0, "steps": 300, "n_train": 6000, "batch_size": 256, "lr": 2e-3}
 # the cache folder changes whenever the architecture or the training recipe does
 TINY_VERSION = "tiny-clip-v1-" + hashlib.sha256(json.dumps(
-    [TINY_CFG, TRAIN_DEFAULTS], sort_keys=True).encode()).hexdigest()[:8]
+    [TINY_CFG, TRAIN_DEFAULTS, SYNTH_VERSION], sort_keys=True).encode()).hexdigest()[:8]
 
 
 def cache_dir() -> Path:
@@ -114,6 +115,69 @@ def pool_auroc(model: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor
                  (img * txt[mismatch_partners(scenes, seed)]).sum(-1).numpy())
 
 
+def new_model(seed: int) -> tuple[torch.nn.Module, Callable, Callable]:
+    """A freshly initialised tiny-clip (weights drawn after ``torch.manual_seed(seed)``), its
+    inference preprocess and its tokenizer."""
+    register_arch()
+    torch.manual_seed(seed)
+    quiet = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # open_clip warns a fresh model has no weights: the point
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(TINY_ARCH)
+    finally:
+        logging.disable(quiet)
+    return model, preprocess, open_clip.get_tokenizer(TINY_ARCH)
+
+
+def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator):
+    """Indices of ``steps`` batches. With at least a batch of samples: epochs without
+    replacement, reshuffled when the rest of an epoch cannot fill a batch (that tail is
+    skipped). With fewer: each batch is whole permutations of the samples, cut to size."""
+    if n >= batch_size:
+        order, pos = torch.randperm(n, generator=gen), 0
+        for _ in range(steps):
+            if pos + batch_size > n:
+                order, pos = torch.randperm(n, generator=gen), 0
+            yield order[pos:pos + batch_size]
+            pos += batch_size
+    else:
+        for _ in range(steps):
+            yield torch.cat([torch.randperm(n, generator=gen)
+                             for _ in range(-(-batch_size // n))])[:batch_size]
+
+
+def train_clip(model: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor, steps: int,
+               batch_size: int, lr: float, seed: int, label: str = "tiny-clip") -> float:
+    """tiny-clip's recipe on preprocessed ``images`` and ``texts`` (tokens): AdamW (weight decay
+    0.05 on matrices only), linear warmup over 10% of the steps then cosine decay, open_clip's
+    ClipLoss, logit scale clamped to 100, batches from ``_batches`` seeded by ``seed``.
+    Deterministic for fixed inputs, seed and thread count. Prints progress to stderr every 50
+    steps; returns the last step's loss."""
+    n = len(images)
+    groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": 0.05},
+              {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lr)
+    warmup = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, then cosine decay
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    loss_fn, gen = open_clip.ClipLoss(), torch.Generator().manual_seed(seed)
+    batches, t0 = _batches(n, batch_size, steps, gen), time.time()
+    model.train()
+    for step, idx in enumerate(batches, 1):
+        loss = loss_fn(*model(images[idx], texts[idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 50 == 0 or step == steps:
+            rate = step * batch_size / (time.time() - t0)
+            print(f"{label} step {step}/{steps} loss {loss.item():.3f} {rate:.0f} samples/s",
+                  file=sys.stderr, flush=True)
+    return loss.item()
+
+
 def train_tiny_clip(out_dir: Path, seed: int = 0, steps: int = 300, n_train: int = 6000,
                     batch_size: int = 256, lr: float = 2e-3) -> dict:
     """Train tiny-clip deterministically into ``out_dir`` as a local-dir; return its report."""
@@ -121,42 +185,11 @@ def train_tiny_clip(out_dir: Path, seed: int = 0, steps: int = 300, n_train: int
 
     out_dir, start, threads = Path(out_dir), time.time(), torch.get_num_threads()
     out_dir.mkdir(parents=True, exist_ok=True)
-    register_arch()
     torch.set_num_threads(2)  # fixed, so two trainings give identical weights
     try:
-        torch.manual_seed(seed)
-        quiet = logging.root.manager.disable
-        logging.disable(logging.WARNING)  # open_clip warns a fresh model has no weights: the point
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(TINY_ARCH)
-        finally:
-            logging.disable(quiet)
-        tokenizer = open_clip.get_tokenizer(TINY_ARCH)
+        model, preprocess, tokenizer = new_model(seed)
         images, texts, _ = decode_pool(n_train, seed, preprocess, tokenizer)
-        groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": 0.05},
-                  {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
-        opt = torch.optim.AdamW(groups, lr=lr)
-        warmup = max(1, steps // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, then cosine decay
-            opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
-        loss_fn, gen = open_clip.ClipLoss(), torch.Generator().manual_seed(seed)
-        order, pos, t0 = torch.randperm(n_train, generator=gen), 0, time.time()
-        model.train()
-        for step in range(1, steps + 1):
-            if pos + batch_size > n_train:
-                order, pos = torch.randperm(n_train, generator=gen), 0
-            idx, pos = order[pos:pos + batch_size], pos + batch_size
-            loss = loss_fn(*model(images[idx], texts[idx]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            if step % 50 == 0 or step == steps:
-                rate = step * batch_size / (time.time() - t0)
-                print(f"tiny-clip step {step}/{steps} loss {loss.item():.3f} {rate:.0f} samples/s",
-                      file=sys.stderr, flush=True)
+        loss = train_clip(model, images, texts, steps, batch_size, lr, seed)
         eval_seed = seed + 10_000
         score = pool_auroc(model.eval(), *decode_pool(1000, eval_seed, preprocess, tokenizer),
                            eval_seed)
@@ -166,7 +199,7 @@ def train_tiny_clip(out_dir: Path, seed: int = 0, steps: int = 300, n_train: int
         (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2))
         report = {"version": TINY_VERSION, "seed": seed, "steps": steps, "n_train": n_train,
                   "batch_size": batch_size, "seconds": round(time.time() - start, 2),
-                  "final_loss": round(loss.item(), 4), "auroc": round(score, 4),
+                  "final_loss": round(loss, 4), "auroc": round(score, 4),
                   "eval_seed": eval_seed, "params": sum(p.numel() for p in model.parameters())}
         (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
         return report
