@@ -90,7 +90,7 @@ def make_map(workspace: str | Path, name: str = "default", embedding: str = "ima
              model: str | None = None, params: MapParams | None = None,
              progress: bool | Progress = True) -> dict:
     """Lay out, cluster and label one embedding of every sample; returns the manifest."""
-    from curate.cluster import assign, kmeans, normalize
+    from curate.cluster import assign, kmeans
     from curate.select import NAME
 
     t0 = time.time()
@@ -113,7 +113,7 @@ def make_map(workspace: str | Path, name: str = "default", embedding: str = "ima
     _, _, centroids = kmeans(x[fit_rows], k, seed=params.seed)
     import torch
 
-    raw, _ = assign(torch.from_numpy(normalize(x)), torch.from_numpy(centroids))
+    raw, _ = assign(torch.from_numpy(x), torch.from_numpy(centroids))  # x: unit rows
     order = np.argsort(-np.bincount(raw, minlength=k), kind="stable")  # 0 = the largest
     cluster = np.argsort(order)[raw].astype(np.int32)
     seconds["cluster"] = time.time() - t
@@ -131,7 +131,8 @@ def make_map(workspace: str | Path, name: str = "default", embedding: str = "ima
         "name": name, "method": "umap-sample-place",
         "method_note": "UMAP (cosine: euclidean on L2-normalized vectors, PCA-reduced above "
                        f"{params.pca} dims) fitted on a random sample; every other point "
-                       "placed at the fuzzy-weighted mean of its nearest sample points",
+                       "placed at the weighted mean of its nearest sample points (UMAP "
+                       "membership strengths to the power `sharpen`)",
         "embedding": {"model": key, "kind": embedding, "dim": int(x.shape[1]),
                       "manifest": _identity(ws, key)},
         "params": params.as_dict(), "points": len(ids), "sample": info["sample"],

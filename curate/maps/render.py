@@ -27,25 +27,36 @@ def is_categorical(s: pd.Series) -> bool:
 
 
 def categories(frame: pd.DataFrame, color: str) -> tuple[pd.Categorical, list[str], list[str]]:
-    """(category per point, legend names, colours): the largest categories each get a
-    colour, the rest share "other"; a missing value is "(none)"."""
+    """(category per point, names, colours). Clusters each get their own colour (up to 256);
+    in other columns the largest categories do and the rest share "other"; a missing value
+    is "(none)"."""
     s = frame[color]
-    if color == "cluster" and "cluster_label" in frame:
-        names = frame["cluster"].astype(str) + ": " + frame["cluster_label"].astype(str)
-    else:
-        names = s.astype("string").fillna("(none)")
+    if color == "cluster":
+        ids = sorted(int(c) for c in s.unique())
+        labels = (dict(zip(frame["cluster"], frame["cluster_label"], strict=True))
+                  if "cluster_label" in frame else {})
+        cats = [f"{c}: {labels[c]}" if c in labels else str(c) for c in ids]
+        codes = pd.Categorical.from_codes(np.searchsorted(ids, s.to_numpy()), categories=cats)
+        return codes, cats, [_glasbey(i) for i in range(len(cats))]
+    names = s.astype("string").fillna("(none)")
     counts = names.value_counts()
     keep = list(counts.index[:MAX_CATEGORIES - 1]) if len(counts) > MAX_CATEGORIES \
         else list(counts.index)
-    if color == "cluster":
-        keep.sort(key=lambda n: int(n.split(":")[0]))
-    else:
-        keep.sort(key=lambda n: (n == "(none)", n))
+    keep.sort(key=lambda n: (n == "(none)", n))
     cats = keep + (["other"] if len(counts) > len(keep) else [])
     values = names.where(names.isin(keep), "other")
     colours = [NONE if c == "(none)" else PALETTE[i % len(PALETTE)] for i, c in enumerate(keep)]
     colours += [OTHER] if len(cats) > len(keep) else []
     return pd.Categorical(values, categories=cats), cats, colours
+
+
+def _glasbey(i: int) -> str:
+    """Colour ``i`` of colorcet's glasbey_category10 (category10 first, then distinct ones)."""
+    import colorcet
+
+    return colorcet.glasbey_category10[i % 256] if isinstance(
+        colorcet.glasbey_category10[0], str) else "#{:02x}{:02x}{:02x}".format(
+        *(int(round(255 * v)) for v in colorcet.glasbey_category10[i % 256]))
 
 
 def bounds(frame: pd.DataFrame, pad: float = 0.03) -> tuple[tuple[float, float], ...]:
@@ -114,8 +125,10 @@ def figure(frame: pd.DataFrame, color: str | None = "cluster", title: str | None
     ax.set_title(title or f"{len(frame):,} points" + (f", coloured by {color}" if color else ""),
                  fontsize=10)
     if legend and "categories" in key:
-        handles = [Patch(color=c, label=n[:40]) for n, c in zip(key["categories"],
-                                                                 key["colours"], strict=True)]
+        pairs = list(zip(key["categories"], key["colours"], strict=True))
+        handles = [Patch(color=c, label=n[:40]) for n, c in pairs[:MAX_CATEGORIES]]
+        if len(pairs) > MAX_CATEGORIES:
+            handles.append(Patch(color="white", label=f"+ {len(pairs) - MAX_CATEGORIES} more"))
         ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7,
                   frameon=False, title=color, title_fontsize=8)
     elif legend and "span" in key:
