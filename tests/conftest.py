@@ -45,3 +45,16 @@ def embedded(ingested: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def workspace(tmp_path: Path) -> Path:
     return tmp_path / "ws"
+
+
+def scored_with_selection(embedded: Path, dest: Path) -> Path:
+    """A copy of ``embedded`` with clip_score and selection ``clean`` (a where filter, a
+    dedup, then the top half): the workspace SQL and card tests read."""
+    from curate.score import score
+    from curate.select import select
+    shutil.copytree(embedded, dest)
+    score(dest, "clip_score", progress=False)
+    select(dest, "clean", [("where", {"expr": "clip_score > 0.3"}),
+                           ("dedup", {"stages": "exact,perceptual"}),
+                           ("top", {"column": "clip_score", "amount_": 0.5})])
+    return dest

@@ -16,21 +16,15 @@ from PIL import Image
 
 from curate.cards import write_card
 from curate.export import export
-from curate.score import score
-from curate.select import select
+from tests.conftest import scored_with_selection
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def ws(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = tmp_path_factory.mktemp("cards") / "ws"
-    shutil.copytree(embedded, ws)
-    score(ws, "clip_score", progress=False)
-    select(ws, "clean", [("where", {"expr": "clip_score > 0.3"}),
-                         ("dedup", {"stages": "exact,perceptual"}),
-                         ("top", {"column": "clip_score", "amount_": 0.5})])
-    return ws
+    """The embedded pool with clip_score and a selection that dedups then keeps the top half."""
+    return scored_with_selection(embedded, tmp_path_factory.mktemp("cards") / "ws")
 
 
 def split(card: str) -> tuple[dict, str]:

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.score import score
-from curate.select import select
 from curate.sql import named_queries, run_sql, write_result
 from curate.workspace import CurateError
+from tests.conftest import scored_with_selection
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,13 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def ws(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded pool with clip_score and a selection that dedups then keeps the top half."""
-    ws = tmp_path_factory.mktemp("sql") / "ws"
-    shutil.copytree(embedded, ws)
-    score(ws, "clip_score", progress=False)
-    select(ws, "clean", [("where", {"expr": "clip_score > 0.3"}),
-                         ("dedup", {"stages": "exact,perceptual"}),
-                         ("top", {"column": "clip_score", "amount_": 0.5})])
-    return ws
+    return scored_with_selection(embedded, tmp_path_factory.mktemp("sql") / "ws")
 
 
 def pairs(ws: Path) -> pl.DataFrame:
