@@ -15,6 +15,14 @@ def _ws(p: argparse.ArgumentParser) -> None:
                    help=f"workspace directory (default: ./{DEFAULT_WORKSPACE})")
 
 
+def _engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: compute parts on a Ray actor pool (pip install 'curate[ray]')")
+    p.add_argument("--address", help="Ray cluster to join (auto, ray://HOST:10001; default: "
+                   "start a local one)")
+    p.add_argument("--actors", type=int, help="Ray actors (default: one per GPU, else per CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="curate", description="Curate image-text pair datasets.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -47,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=None, help="decode workers (default: cores)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best present)")
+    _engine(p)
 
     p = sub.add_parser("score", help="run a scoring pass (see --list)")
     _ws(p)
@@ -54,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="K=V",
                    help="a pass parameter (repeatable)")
     p.add_argument("--list", action="store_true", help="list passes with inputs and parameters")
+    _engine(p)
 
     p = sub.add_parser("fit-aesthetic", help="fit an aesthetic head on your own ratings")
     _ws(p)
@@ -166,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "embed":
         from curate.embed import embed
         print(embed(args.workspace, args.model, batch_size=args.batch_size,
-                    workers=args.workers, device=args.device).summary())
+                    workers=args.workers, device=args.device, engine=args.engine,
+                    address=args.address, actors=args.actors).summary())
     elif args.command == "select":
         from curate.select import parse_rules, select
         rules, start, force = list(args.rules), args.start, args.force
@@ -220,7 +231,8 @@ def _score(args: argparse.Namespace) -> None:
         if not eq:
             raise CurateError(f"--param {kv!r} must look like name=value")
         given[k.strip()] = v
-    print(score(args.workspace, args.name, given).summary())
+    print(score(args.workspace, args.name, given, engine=args.engine, address=args.address,
+                actors=args.actors).summary())
 
 
 def _map(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -116,56 +117,99 @@ def _vectors(x: np.ndarray | None, n: int, dim: int, valid: np.ndarray) -> pa.Ar
 
 
 def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256,
-          workers: int | None = None, device: str | None = None,
-          progress: bool = True) -> PassReport:
-    """Embed every ok sample's image and caption with ``model``; resumes where it stopped."""
+          workers: int | None = None, device: str | None = None, progress: bool = True,
+          engine: str = "local", address: str | None = None,
+          actors: int | None = None) -> PassReport:
+    """Embed every ok sample's image and caption with ``model``; resumes where it stopped.
+    ``engine="ray"`` computes the parts on a Ray actor pool (``curate.ray_engine``)."""
     import torch
 
     from curate import models
 
     ws = Workspace.open(workspace)
+    cluster = None
+    if engine == "ray":
+        from curate import ray_engine
+        cluster = ray_engine.connect(address, actors)
+        device = device or cluster.device
+        workers = cluster.cpus_per_actor - 1 if workers is None else workers
+    elif engine != "local":
+        raise CurateError(f"unknown engine {engine!r}; engines: local, ray")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = os.cpu_count() or 1
     if workers is None:  # on CPU the model needs a core of its own
         workers = cores if device.startswith("cuda") else max(1, cores - 1)
-    m = models.load(model, device)
+    # the driver loads the model for its identity (and builds tiny-clip once, before actors)
+    m = models.load(model, device if cluster is None else "cpu")
     check_same_weights(ws, model_key(model), m.identity)
-    if device == "cpu" and workers:  # leave the other cores to the decode workers
-        torch.set_num_threads(max(1, cores - workers))
     precision = "bf16-autocast" if device.startswith("cuda") else "fp32"
     manifest = {"pass": "embed", "model": m.identity, "dim": m.identity["embed_dim"],
                 "device": device, "precision": precision,
                 "params": {"batch_size": batch_size, "workers": workers},
                 "columns": ["image_emb", "text_emb", "image_norm", "text_norm"]}
+    if cluster is not None:
+        from functools import partial
+
+        from curate import ray_engine
+        manifest["engine"] = cluster.describe(address)
+        process = ray_engine.process(
+            partial(_part_worker, model, device, batch_size, workers), cluster)
+    else:
+        if device == "cpu" and workers:  # leave the other cores to the decode workers
+            torch.set_num_threads(max(1, cores - workers))
+
+        def process(pending: list[Path], advance: Callable[[int], None]
+                    ) -> Iterator[tuple[Path, pa.Table]]:
+            return encode_parts(m, device, pending, batch_size, workers, advance)
+
+    return run_pass(ws, "embeddings", model_key(model), manifest, process, ok_count, progress)
+
+
+def encode_parts(m: Any, device: str, pending: list[Path], batch_size: int, workers: int,
+                 advance: Callable[[int], None]) -> Iterator[tuple[Path, pa.Table]]:
+    """Each pending part's embeddings table, in order, decoding ahead in ``workers``."""
+    import torch
 
     def encode(fn: Callable, x: torch.Tensor) -> np.ndarray:
         with torch.no_grad(), torch.autocast("cuda", torch.bfloat16,
                                              enabled=device.startswith("cuda")):
             return fn(x.to(device, non_blocking=True)).float().cpu().numpy()
 
-    def process(pending: list[Path], advance: Callable[[int], None]
-                ) -> Iterator[tuple[Path, pa.Table]]:
-        refs = ImageRefs(pending, m.preprocess)
-        batches = iter(loader(refs, batch_size, workers, pin=device.startswith("cuda")))
-        for k, part in enumerate(pending):
-            rows = input_rows(part, ["sample_id", "caption"])
-            n = rows.num_rows
-            img = txt = None
-            errors: list[str | None] = []
-            for s in range(0, n, batch_size):
-                idx, pixels, errs = next(batches)
-                assert idx[0] == refs.starts[k] + s, "batches out of step with parts"
-                tokens = m.tokenizer(rows["caption"].to_pylist()[s:s + len(idx)])
-                t = encode(m.model.encode_text, tokens)
-                txt = t if txt is None else np.concatenate([txt, t])
-                if pixels is not None:
-                    v = encode(m.model.encode_image, pixels)
-                    img = v if img is None else np.concatenate([img, v])
-                errors += errs
-                advance(len(idx))
-            yield part, _table(rows["sample_id"], img, txt, errors, m.identity["embed_dim"])
+    refs = ImageRefs(pending, m.preprocess)
+    batches = iter(loader(refs, batch_size, workers, pin=device.startswith("cuda")))
+    for k, part in enumerate(pending):
+        rows = input_rows(part, ["sample_id", "caption"])
+        n = rows.num_rows
+        img = txt = None
+        errors: list[str | None] = []
+        for s in range(0, n, batch_size):
+            idx, pixels, errs = next(batches)
+            assert idx[0] == refs.starts[k] + s, "batches out of step with parts"
+            tokens = m.tokenizer(rows["caption"].to_pylist()[s:s + len(idx)])
+            t = encode(m.model.encode_text, tokens)
+            txt = t if txt is None else np.concatenate([txt, t])
+            if pixels is not None:
+                v = encode(m.model.encode_image, pixels)
+                img = v if img is None else np.concatenate([img, v])
+            errors += errs
+            advance(len(idx))
+        yield part, _table(rows["sample_id"], img, txt, errors, m.identity["embed_dim"])
 
-    return run_pass(ws, "embeddings", model_key(model), manifest, process, ok_count, progress)
+
+def _part_worker(model: str, device: str, batch_size: int, workers: int
+                 ) -> Callable[[Path], pa.Table]:
+    """In a Ray actor: load the model once; then one part's table per call."""
+    import torch
+
+    from curate import models
+    if device == "cpu":  # the actor's share of the node's cores
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    m = models.load(model, device)
+
+    def one(part: Path) -> pa.Table:
+        return next(encode_parts(m, device, [part], batch_size, workers, lambda n: None))[1]
+
+    return one
 
 
 def _table(ids: pa.Array, img: np.ndarray | None, txt: np.ndarray | None,

@@ -8,6 +8,7 @@ to decode keeps its ``status``/``error`` and gets null scores.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,26 +100,50 @@ def _concat(chunks: list) -> Any:
 
 
 def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None,
-          progress: bool = True) -> PassReport:
-    """Run pass ``name`` with ``params`` over every samples part not yet scored."""
+          progress: bool = True, engine: str = "local", address: str | None = None,
+          actors: int | None = None) -> PassReport:
+    """Run pass ``name`` with ``params`` over every samples part not yet scored.
+    ``engine="ray"`` computes the parts on a Ray actor pool (``curate.ray_engine``); the
+    pass's ``prepare`` runs once, here, and its state travels to each actor."""
     p = passes.get(name)
     prm = passes.make_params(p, params)  # an unknown parameter fails here, before any work
+    if engine not in ("local", "ray"):
+        raise CurateError(f"unknown engine {engine!r}; engines: local, ray")
     ws = Workspace.open(workspace)
     state, info = p.prepare(ws, prm) if p.prepare else (None, {})
     spec = p.inputs(prm)
     manifest = {"pass": p.name, "params": passes.as_dict(prm), "columns": list(p.columns),
                 "inputs": {f: _identity(ws, f) for f in spec}, **info}
+    if engine == "ray":
+        from functools import partial
 
-    def process(pending: list[Path], advance: Any) -> Any:
-        for part in pending:
-            base, batch = read_inputs(ws, part.name, spec)
-            ok = np.asarray(pa.compute.equal(base["status"], "ok").to_numpy(
-                zero_copy_only=False))
-            cols = apply(p, prm, state, batch, base.num_rows, ok)
-            advance(base.num_rows)
-            yield part, pa.table({**{c: base[c] for c in base.column_names}, **cols})
+        from curate import ray_engine
+        cluster = ray_engine.connect(address, actors)
+        manifest["engine"] = cluster.describe(address)
+        process = ray_engine.process(partial(_part_worker, ws, p.name, prm, state), cluster)
+    else:
+        def process(pending: list[Path], advance: Any) -> Any:
+            for part in pending:
+                table = score_part(ws, p, prm, state, part)
+                advance(table.num_rows)
+                yield part, table
 
     return run_pass(ws, "scores", passes.key(p, prm), manifest, process, ok_count, progress)
+
+
+def score_part(ws: Workspace, p: passes.Pass, prm: Any, state: Any, part: Path) -> pa.Table:
+    """One samples part's output table: its inputs read and aligned, the pass's columns added."""
+    base, batch = read_inputs(ws, part.name, p.inputs(prm))
+    ok = np.asarray(pa.compute.equal(base["status"], "ok").to_numpy(zero_copy_only=False))
+    cols = apply(p, prm, state, batch, base.num_rows, ok)
+    return pa.table({**{c: base[c] for c in base.column_names}, **cols})
+
+
+def _part_worker(ws: Workspace, name: str, prm: Any, state: Any
+                 ) -> Callable[[Path], pa.Table]:
+    """In a Ray actor: the pass and its prepared state, once; one part's table per call."""
+    p = passes.get(name)
+    return lambda part: score_part(ws, p, prm, state, part)
 
 
 def _identity(ws: Workspace, folder: str) -> dict | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import passes
@@ -90,7 +91,11 @@ def fit(ws: Workspace, p: Params) -> dict[str, np.ndarray]:
     """μ, W and Λ per modality over every part of ``embeddings/<model>/``, one part at a time."""
     acc: dict[str, Moments | None] = dict.fromkeys(MODALITIES)
     for part in sorted((ws.root / "embeddings" / model_key(p.model)).glob("part-*.parquet")):
-        t = pq.read_table(part, columns=[f"{m}_emb" for m in MODALITIES])
+        try:
+            t = pq.read_table(part, columns=[f"{m}_emb" for m in MODALITIES])
+        except (pa.ArrowException, OSError) as e:
+            raise CurateError(f"cannot read {part} ({e}); delete it and rerun `curate embed`"
+                              ) from None
         for m in MODALITIES:
             got = moments(vectors(t[f"{m}_emb"]))
             acc[m] = got if acc[m] is None else merge(acc[m], got)
