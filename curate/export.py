@@ -45,7 +45,15 @@ from curate.export_io import (
 )
 from curate.export_read import SourceChanged, SourceReader, binary
 from curate.select import load_selection, selection_path
-from curate.tarwriter import BLOCK, RECORD, Shard, Sink, sample_size, tar_blocks
+from curate.tarwriter import (
+    BLOCK,
+    RECORD,
+    Shard,
+    Sink,
+    image_places,
+    sample_size,
+    tar_blocks,
+)
 from curate.workspace import CurateError, Workspace, read_json, write_json
 
 STEP = 16 << 20  # image bytes read and laid out at a time
@@ -182,17 +190,16 @@ def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], wi
     shards = _Shards(out, report.name, state, limits, report)
     bar = tqdm(total=report.samples, initial=start, desc="export", unit=" samples",
                file=sys.stderr, disable=not progress, mininterval=1.0, delay=1.0)
-    def parts() -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
-        """Slices of at most STEP image bytes with their images read and checked."""
+    def parts() -> Iterator[pa.RecordBatch]:
+        """Slices of at most STEP image bytes (each read into its tar buffers at once)."""
         for batch in prefetch(query(con, sel, cols, width, start).to_arrow_reader(1024)):
             cum = np.cumsum(batch.column("image_length").to_numpy())
             cuts = [0, *np.flatnonzero(np.diff(cum // STEP)) + 1, batch.num_rows]
             for a, e in zip(cuts, cuts[1:], strict=False):
-                part = batch.slice(a, e - a)
-                yield (part, *reader.read_batch(part))
+                yield batch.slice(a, e - a)
 
     try:  # the query (a thread), reading and laying out (here), writing (the sink) overlap
-        for part, img, img_at in parts():
+        for part in parts():
             if shards.sink.error is not None:
                 raise shards.sink.error
             ext, txt, js = (binary(part.column(c)) for c in ("ext", "txt", "js"))
@@ -200,14 +207,13 @@ def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], wi
             keys = part.column("i").to_numpy()
             sizes = sample_size(img_len, np.diff(txt[1]), np.diff(js[1]))
 
-            def chunk(s: int, e: int, keys=keys, img=img, img_at=img_at, img_len=img_len,
-                      ext=ext, txt=txt, js=js, sizes=sizes) -> np.ndarray:
-                return tar_blocks(keys[s:e], width, img, img_at[s:e], img_len[s:e],
-                                  (ext[0], ext[1][s:e + 1]), (txt[0], txt[1][s:e + 1]),
-                                  (js[0], js[1][s:e + 1]),
-                                  shards.buffers.get(int(sizes[s:e].sum())))
+            def chunk(s: int, e: int, part=part, keys=keys, img_len=img_len, ext=ext, txt=txt,
+                      js=js, sizes=sizes) -> np.ndarray:
+                out = shards.buffers.get(int(sizes[s:e].sum()))
+                reader.read_into(part.slice(s, e - s), out, image_places(sizes[s:e]))
+                return tar_blocks(keys[s:e], width, img_len[s:e], (ext[0], ext[1][s:e + 1]),
+                                  (txt[0], txt[1][s:e + 1]), (js[0], js[1][s:e + 1]), out)
             shards.add(keys, sizes, chunk)
-            reader.buffers.put(img)  # laid out: its images are copied
             bar.update(part.num_rows)
         shards.finish()
     finally:

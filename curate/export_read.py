@@ -3,8 +3,9 @@
 Every image of a tar source is checked against the tar header just before it (member name and
 size: a moved, rewritten or truncated shard fails here), a whole image file against its size,
 and every 16th image, the first of each file and every fetched URL against its ingest hash
-(``verify="all"``: every image). Neighbouring images of a tar are read with one ``preadv`` into
-the batch buffer, so a dense selection costs a few syscalls per batch, not one per image.
+(``verify="all"``: every image). Neighbouring images of a tar are read with one ``preadv`` straight
+into their places in the export's tar buffer, so a dense selection costs a few syscalls per
+batch, not one per image, and no copy after the read.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from curate.images import fetch_url, is_url
 TAR_KINDS = ("img2dataset", "webdataset")
 BLOCK = 512
 VERIFY_EVERY = 16
-SPAN, GAP = 8 << 20, 16 << 10  # one read covers at most 8 MB and skips at most 16 KB
+GAP = 16 << 10  # neighbouring images come in one read when at most 16 KB lie between them
+MAX_RUN = 300  # images per read: 3 buffers each, within the kernel's IOV_MAX (1024)
 
 
 class SourceChanged(Exception):
@@ -86,13 +88,14 @@ def binary(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SourceReader:
-    """Reads a batch's images into one buffer from ``buffers``, checking them."""
+    """Reads a batch's images into the tar buffers being laid out, checking them."""
 
     def __init__(self, verify: str) -> None:
         from curate.tarwriter import Buffers
         self.every = 1 if verify == "all" else VERIFY_EVERY
         self.path, self.fd, self.verified = "", -1, 0
         self.buffers = Buffers()
+        self.junk = np.empty(GAP, np.uint8)  # what lies between the members read
 
     def _open(self, path: str) -> None:
         if path != self.path:
@@ -109,9 +112,13 @@ class SourceReader:
             os.close(self.fd)
         self.fd, self.path = -1, ""
 
-    def read_batch(self, b: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-        """(buffer, position of each image in it) for a batch with ``i``, ``image_path``,
-        ``image_offset``, ``image_length``, ``source_kind``, ``source_key``, ``image_hash``."""
+    def read_into(self, b: pa.RecordBatch, out: np.ndarray, pos: np.ndarray) -> None:
+        """Read the images of a batch with ``i``, ``image_path``, ``image_offset``,
+        ``image_length``, ``source_kind``, ``source_key``, ``image_hash`` straight to
+        ``out[pos[r]:pos[r] + length]`` (their places in the tar being laid out: no copy after
+        the read), checking them. Neighbouring images of a tar come in one scattering
+        ``preadv``: each image's header block lands in a scratch buffer for the check, the
+        bytes between members in a junk buffer."""
         n = b.num_rows
         paths = b.column("image_path")
         offs = b.column("image_offset").to_numpy()
@@ -121,44 +128,47 @@ class SourceReader:
                & (offs >= BLOCK))
         same = pc.equal(paths[1:], paths[:-1]).to_numpy(False) if n > 1 else np.zeros(0, bool)
         gap = offs[1:] - BLOCK - (offs[:-1] + lens[:-1])
-        joined = same & tar[1:] & tar[:-1] & (gap >= 0) & (gap <= GAP)
-        starts = np.flatnonzero(np.concatenate([[True], ~joined]))
-        # plan the reads: (row range, file start, bytes); a tar run starts at a header block
-        reads: list[tuple[int, int, int, int]] = []
-        for a, e in zip(starts, [*starts[1:], n], strict=True):
-            while a < e:
-                first = offs[a] - BLOCK if tar[a] else offs[a]
-                stop = a + 1
-                if tar[a]:
-                    stop = a + max(1, int(np.searchsorted(offs[a:e] + lens[a:e] - first, SPAN,
-                                                          side="right")))
-                reads.append((a, stop, first, int(offs[stop - 1] + lens[stop - 1] - first)))
-                a = stop
-        pos = np.cumsum([0] + [r[3] for r in reads])
-        buf = self.buffers.get(int(pos[-1]))  # the caller hands it back when done with it
-        at = np.empty(n, np.int64)
+        joined = np.concatenate([[False], same & tar[1:] & tar[:-1] & (gap >= 0) & (gap <= GAP)])
+        heads = self.buffers.get(n * BLOCK)  # row r's source header at heads[r * BLOCK]
+        hview, oview, junk = memoryview(heads), memoryview(out), memoryview(self.junk)
         path_list = paths.to_pylist()
-        view = memoryview(buf)
-        for (a, stop, first, size), p in zip(reads, pos, strict=False):
-            at[a:stop] = p + offs[a:stop] - first
+        offs_l, lens_l, pos_l, tar_l = offs.tolist(), lens.tolist(), pos.tolist(), tar.tolist()
+        starts = np.flatnonzero(~joined)
+        starts = np.unique(np.concatenate([starts, *(np.arange(a, e, MAX_RUN) for a, e in
+                                                     zip(starts, [*starts[1:], n],
+                                                         strict=True))])).tolist()
+        for a, stop in zip(starts, [*starts[1:], n], strict=True):
             path = path_list[a]
             if is_url(path):
-                buf_bytes = self._fetch(path, int(lens[a]))
-                buf[p:p + size] = np.frombuffer(buf_bytes, np.uint8)
+                data = self._fetch(path, lens_l[a])
+                if len(data) != lens_l[a]:
+                    raise SourceChanged(f"source {path} changed since ingest: {len(data)} "
+                                        f"bytes, not {lens_l[a]}")
+                out[pos_l[a]:pos_l[a] + lens_l[a]] = np.frombuffer(data, np.uint8)
                 continue
             new_file = path != self.path
             self._open(path)
-            got = os.preadv(self.fd, [view[p:p + size]], first)
-            if got != size or (not tar[a] and os.fstat(self.fd).st_size != size):
+            first = at = offs_l[a] - BLOCK if tar_l[a] else offs_l[a]
+            iov = []
+            for r in range(a, stop):
+                o, k = offs_l[r], lens_l[r]
+                if tar_l[r]:
+                    if o - BLOCK > at:
+                        iov.append(junk[:o - BLOCK - at])
+                    iov.append(hview[r * BLOCK:r * BLOCK + BLOCK])
+                iov.append(oview[pos_l[r]:pos_l[r] + k])
+                at = o + k
+            got = os.preadv(self.fd, iov, first)
+            if got != at - first or (not tar_l[a] and os.fstat(self.fd).st_size != lens_l[a]):
                 raise SourceChanged(f"source {path} changed since ingest: it is shorter than "
                                     f"ingest found it (or an image file changed size)")
             if new_file:  # the first image of each file is hash-checked
-                self._check(b, a, buf, at)
-        self._check_headers(b, buf, at, lens, tar)
+                self._check(b, a, out, pos)
+        self._check_headers(b, heads, np.arange(1, n + 1) * BLOCK, lens, tar)
+        self.buffers.put(heads)
         idx = b.column("i").to_numpy()
         for r in np.flatnonzero(idx % self.every == 0):
-            self._check(b, int(r), buf, at)
-        return buf, at
+            self._check(b, int(r), out, pos)
 
     def _fetch(self, url: str, length: int) -> bytes:
         try:

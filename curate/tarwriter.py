@@ -93,32 +93,35 @@ def _member(out, p, key, width, ext, data, start, length):  # noqa: ANN001, ANN2
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill(out, keys, width, img, img_at, img_len, ext, ext_at, txt, txt_at, js,  # noqa: ANN001
-          js_at):  # noqa: ANN001, ANN202
+def _fill(out, keys, width, img_len, ext, ext_at, txt, txt_at, js, js_at):  # noqa: ANN001, ANN202
+    """Every member of samples ``keys`` around images already read into their places."""
     txt_ext = np.array([116, 120, 116], np.uint8)  # "txt"
     json_ext = np.array([106, 115, 111, 110], np.uint8)  # "json"
     p = 0
     for s in range(keys.shape[0]):
-        p = _member(out, p, keys[s], width, ext[ext_at[s]:ext_at[s + 1]], img, img_at[s],
-                    img_len[s])
+        _header(out, p, keys[s], width, ext[ext_at[s]:ext_at[s + 1]], img_len[s])
+        p = _pad(out, p + BLOCK + img_len[s], img_len[s])
         p = _member(out, p, keys[s], width, txt_ext, txt, txt_at[s], txt_at[s + 1] - txt_at[s])
         p = _member(out, p, keys[s], width, json_ext, js, js_at[s], js_at[s + 1] - js_at[s])
     return p
 
 
-def tar_blocks(keys: np.ndarray, width: int, img: np.ndarray, img_at: np.ndarray,
-               img_len: np.ndarray, ext: tuple[np.ndarray, np.ndarray],
-               txt: tuple[np.ndarray, np.ndarray], js: tuple[np.ndarray, np.ndarray],
-               out: np.ndarray) -> np.ndarray:
-    """The tar blocks of samples ``keys`` (key ``%0{width}d``), their images at
-    ``img[img_at:img_at + img_len]`` (the original bytes, copied as they are) and extensions,
-    captions and .json texts given as (bytes, offsets) like Arrow binary arrays, laid out in
-    ``out`` (exactly their size; one contiguous buffer hashes and writes fastest)."""
+def image_places(sizes: np.ndarray) -> np.ndarray:
+    """Where each sample's image bytes go in the tar blocks of samples of ``sizes``."""
+    return np.concatenate([[0], np.cumsum(sizes[:-1])]).astype(np.int64) + BLOCK
+
+
+def tar_blocks(keys: np.ndarray, width: int, img_len: np.ndarray,
+               ext: tuple[np.ndarray, np.ndarray], txt: tuple[np.ndarray, np.ndarray],
+               js: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> np.ndarray:
+    """The tar blocks of samples ``keys`` (key ``%0{width}d``) laid out in ``out`` (exactly
+    their size; one contiguous buffer hashes and writes fastest) around their images, which the
+    caller has read into ``out[image_places(sizes)]`` (the original bytes, as they are);
+    extensions, captions and .json texts come as (bytes, offsets) like Arrow binary arrays."""
     if width + 1 + int(np.diff(ext[1]).max(initial=0)) >= 100 or int(
             img_len.max(initial=0)) > MAX_SIZE:
         raise ValueError("keys, extensions or images too large for ustar headers")
-    end = _fill(out, keys, width, img, img_at, img_len, ext[0], ext[1], txt[0], txt[1], js[0],
-                js[1])
+    end = _fill(out, keys, width, img_len, ext[0], ext[1], txt[0], txt[1], js[0], js[1])
     assert end == len(out), "tar layout out of step"
     return out
 
