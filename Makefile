@@ -20,8 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# every benchmark, one table (bench/out/suite.md); BENCH_ARGS=--quick drops the 1M coreset
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/suite.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

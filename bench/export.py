@@ -76,18 +76,16 @@ def peak_rss_mb(ws: Path, selection: str, out: Path) -> float:
     return int(hwm.split()[1]) / 1024  # kB
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=30000)
-    ap.add_argument("--image-size", type=int, default=256, help="img2dataset's default size")
-    ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--out", default="bench/out/export")
-    a = ap.parse_args()
-    root = Path(a.out)
-    pool, ws = root / f"pool-{a.n}-{a.image_size}", root / f"ws-{a.n}-{a.image_size}"
+def measure(n: int, image_size: int, repeats: int, root: Path, pool: Path | None = None
+            ) -> dict:
+    """Export of an ``n``-sample pool (written, unless ``pool`` names one, and ingested under
+    ``root`` once, then reused) against a raw copy, ``repeats`` alternating runs; the figures
+    as a dict (see the module doc)."""
+    pool = pool or root / f"pool-{n}-{image_size}"
+    ws = root / f"ws-{n}-{image_size}"
     if not (pool / "truth.parquet").exists():
-        print(f"writing a {a.n}-sample pool of {a.image_size}px images ...", file=sys.stderr)
-        make_pool(pool, a.n, seed=3, shard_size=2000, size=a.image_size)
+        print(f"writing a {n}-sample pool of {image_size}px images ...", file=sys.stderr)
+        make_pool(pool, n, seed=3, shard_size=2000, size=image_size)
     if not (ws / "selections" / "all.json").exists():
         shutil.rmtree(ws, ignore_errors=True)
         ingest([str(pool)], ws, progress=False)
@@ -98,7 +96,7 @@ def main() -> None:
     raw_copy(ws, root / "raw.bin")  # warm up: page cache, imports, numba's cached kernels
     shutil.rmtree(root / "exported", ignore_errors=True)
     export(ws, "all", root / "exported", shard_size=1000, card=False, progress=False)
-    for _ in range(a.repeats):
+    for _ in range(repeats):
         (root / "raw.bin").unlink(missing_ok=True)
         os.sync()  # every run starts with no dirty pages of the one before to write back
         c = cpu()
@@ -137,8 +135,18 @@ def main() -> None:
         "peak_rss_mb": {f"{sel} ({n} samples)": round(v) for (sel, v), n in
                         zip(rss.items(), (images // 4, images), strict=True)},
         }
-    print(json.dumps(result, indent=2))
     (root / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=30000)
+    ap.add_argument("--image-size", type=int, default=256, help="img2dataset's default size")
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--out", default="bench/out/export")
+    a = ap.parse_args()
+    print(json.dumps(measure(a.n, a.image_size, a.repeats, Path(a.out)), indent=2))
 
 
 if __name__ == "__main__":

@@ -93,12 +93,13 @@ def manifold(n: int, dim: int = 512, clusters: int = 60, latent: int = 8, seed: 
     return x, lab
 
 
-def emit(row: dict) -> None:
+def emit(row: dict) -> dict:
     row = {"host": platform.node(), "cores": os.cpu_count(), **row}
     print(json.dumps(row), flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "maps.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
+    return row
 
 
 def full_umap(x: np.ndarray, seed: int) -> np.ndarray:
@@ -134,28 +135,32 @@ def timed(fn, *args) -> tuple[object, float]:
     return out, time.time() - t
 
 
-def compare(x: np.ndarray, data: str, samples: list[int], transform: bool, seed: int) -> None:
-    n = len(x)
+def compare(x: np.ndarray, data: str, samples: list[int], transform: bool, seed: int
+            ) -> list[dict]:
+    """Every figure of ``quality`` on ``x``, emitted and returned in order."""
+    n, rows = len(x), []
+
+    def add(method: str, t: float, y: np.ndarray, **extra) -> None:
+        rows.append(emit({"bench": "quality", "data": data, "n": n, "method": method,
+                          "seconds": round(t, 1), **extra,
+                          "preservation": round(preservation(x, y), 4)}))
+
     layout(x[:3000], MapParams(sample=1000))  # compile once, outside the timings
     full_umap(x[:5000], seed)  # umap-learn's NN-descent and layout code, too
     if transform:
         umap_transform(x[:5000], 4500, seed)
     (y, _), t = timed(layout, x, MapParams(sample=n, seed=seed))
-    emit({"bench": "quality", "data": data, "n": n, "method": "curate, sample = all",
-          "seconds": round(t, 1), "preservation": round(preservation(x, y), 4)})
+    add("curate, sample = all", t, y)
     y, t = timed(full_umap, x, seed)
-    emit({"bench": "quality", "data": data, "n": n, "method": "umap-learn full fit (cosine)",
-          "seconds": round(t, 1), "preservation": round(preservation(x, y), 4)})
+    add("umap-learn full fit (cosine)", t, y)
     for s in samples:
         (y, info), t = timed(layout, x, MapParams(sample=s, seed=seed))
-        emit({"bench": "quality", "data": data, "n": n, "method": f"curate, sample {s}",
-              "seconds": round(t, 1), "fit_s": info["seconds_fit"],
-              "place_s": info["seconds_place"], "preservation": round(preservation(x, y), 4)})
+        add(f"curate, sample {s}", t, y, fit_s=info["seconds_fit"],
+            place_s=info["seconds_place"])
         if transform:
             y, t = timed(umap_transform, x, s, seed)
-            emit({"bench": "quality", "data": data, "n": n,
-                  "method": f"umap-learn fit sample {s} + transform rest",
-                  "seconds": round(t, 1), "preservation": round(preservation(x, y), 4)})
+            add(f"umap-learn fit sample {s} + transform rest", t, y)
+    return rows
 
 
 def scale(ns: list[int], dim: int, sample: int, seed: int) -> None:

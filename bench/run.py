@@ -51,6 +51,58 @@ def timed(fn, *args, **kw) -> tuple[object, float]:
     return out, time.perf_counter() - t
 
 
+def synthetic_pool(out: Path, n: int, image_size: int) -> list[Path]:
+    """The shards of an ``n``-sample synthetic pool under ``out`` (written once, then reused)."""
+    pool = out / f"pool-{n}-{image_size}"
+    if not (pool / "truth.parquet").exists():
+        make_pool(pool, n, seed=1, shard_size=5000, size=image_size)
+    return sorted(pool.glob("*.tar"))
+
+
+def ingest_rows(shards: list[Path], ws: Path) -> list[tuple]:
+    """Ingest ``shards`` into a fresh workspace ``ws`` against a raw tar scan of them; rows of
+    (name, value, unit, against, against value, ratio)."""
+    raw_tar_scan(shards)  # warm the page cache for both
+    _, t_raw = timed(raw_tar_scan, shards)
+    shutil.rmtree(ws, ignore_errors=True)
+    report, t_ing = timed(ingest, [str(p) for p in shards], ws, progress=False)
+    ing, raw = report.inputs / t_ing, report.inputs / t_raw  # the same inputs, both ways
+    return [("ingest", ing, "samples/s", "raw tarfile scan", raw, ing / raw)]
+
+
+def embed_rows(ws: Path, workers: list[int], batch_size: int) -> list[tuple]:
+    """tiny-clip embedding of ``ws`` against decode-only throughput (the same DataLoader with
+    no model) at each number of decode workers; leaves the embeddings in ``ws``."""
+    from curate import models
+    m = models.load("tiny-clip")
+    refs = ImageRefs(Workspace.open(ws).sample_parts(), m.preprocess)
+    rows = []
+    for w in sorted(set(workers)):
+        _, t_dec = timed(lambda w=w: sum(len(b[0]) for b in loader(refs, batch_size, w)))
+        shutil.rmtree(ws / "embeddings", ignore_errors=True)
+        _, t_emb = timed(embed, ws, "tiny-clip", batch_size=batch_size, workers=w,
+                         progress=False)
+        emb, dec = len(refs) / t_emb, len(refs) / t_dec
+        rows.append((f"embed tiny-clip, {w} workers", emb, "samples/s",
+                     f"decode-only, {w} workers", dec, emb / dec))
+    return rows
+
+
+def score_rows(ws: Path) -> list[tuple]:
+    """samples/s of every offline scoring pass on ``ws`` (a pass that cannot run is skipped
+    with a note on stdout)."""
+    rows = []
+    for name, params in PASSES:
+        try:
+            r = score(ws, name, params, progress=False)
+        except CurateError as e:
+            print(f"{name}: skipped ({e})")
+            continue
+        rows.append((f"score {r.key}", r.samples_per_s, "samples/s", "", float("nan"),
+                     float("nan")))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20000)
@@ -60,43 +112,14 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out")
     a = ap.parse_args()
     out = Path(a.out)
-    pool = out / f"pool-{a.n}-{a.image_size}"
-    if not (pool / "truth.parquet").exists():
-        make_pool(pool, a.n, seed=1, shard_size=5000, size=a.image_size)
-    shards = sorted(pool.glob("*.tar"))
-    rows = []
-
-    raw_tar_scan(shards)  # warm the page cache for both
-    _, t_raw = timed(raw_tar_scan, shards)
+    shards = synthetic_pool(out, a.n, a.image_size)
     ws = out / "ws"
-    shutil.rmtree(ws, ignore_errors=True)
-    report, t_ing = timed(ingest, [str(p) for p in shards], ws, progress=False)
-    rows.append(("ingest", report.inputs / t_ing, "raw tarfile scan", a.n / t_raw))
-
-    from curate import models
-    m = models.load("tiny-clip")
-    refs = ImageRefs(Workspace.open(ws).sample_parts(), m.preprocess)
-    for w in sorted(set(a.workers)):
-        _, t_dec = timed(lambda w=w: sum(len(b[0]) for b in loader(refs, a.batch_size, w)))
-        shutil.rmtree(ws / "embeddings", ignore_errors=True)
-        _, t_emb = timed(embed, ws, "tiny-clip", batch_size=a.batch_size, workers=w,
-                         progress=False)
-        rows.append((f"embed tiny-clip, {w} workers", len(refs) / t_emb,
-                     f"decode-only, {w} workers", len(refs) / t_dec))
-
-    for name, params in PASSES:
-        try:
-            r = score(ws, name, params, progress=False)
-        except CurateError as e:
-            print(f"{name}: skipped ({e})")
-            continue
-        rows.append((f"score {r.key}", r.samples_per_s, "", float("nan")))
-
+    rows = ingest_rows(shards, ws) + embed_rows(ws, a.workers, a.batch_size) + score_rows(ws)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"pool {a.n} samples of {a.image_size}px JPEG; batch {a.batch_size}")
     print(f"{'measured':<32}{'samples/s':>12}   {'against':<26}{'samples/s':>12}{'ratio':>8}")
-    for name, v, ref, r in rows:
-        print(f"{name:<32}{v:>12.0f}   {ref:<26}{r:>12.0f}{v / r:>8.2f}" if ref else
+    for name, v, _, ref, r, ratio in rows:
+        print(f"{name:<32}{v:>12.0f}   {ref:<26}{r:>12.0f}{ratio:>8.2f}" if ref else
               f"{name:<32}{v:>12.0f}")
 
 

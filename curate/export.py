@@ -160,7 +160,6 @@ def export(workspace: str | Path, selection: str, out: str | Path,
             raise CurateError(f"{e}. Nothing was exported (partial shards removed); put "
                               "the sources back as they were at ingest, or ingest them into a "
                               "new workspace") from None
-        write_manifest(con, out, state["shards"], sel_path, cols, width)
     info = {"format": "webdataset", "name": name, "selection": selection,
             "fingerprint": fingerprint, "samples": total, "columns": cols,
             "image_formats": report.formats, "key_format": f"%0{width}d",
@@ -215,7 +214,9 @@ def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], wi
                                   (txt[0], txt[1][s:e + 1]), (js[0], js[1][s:e + 1]), out)
             shards.add(keys, sizes, chunk)
             bar.update(part.num_rows)
-        shards.finish()
+        shards.sink.close()  # the manifest is written while the last shards drain
+        write_manifest(con, out, shards.planned, sel, cols, width)
+        shards.sink.finish()
     finally:
         shards.sink.abort()
         report.verified = reader.verified
@@ -233,6 +234,7 @@ class _Shards:
         self.out, self.name, self.state, self.report = out, name, state, report
         self.count, self.bytes = limits
         self.next = len(state["shards"])
+        self.planned = [{"name": s["name"], "first": s["first"]} for s in state["shards"]]
         self.sink = Sink(self.done)
         self.buffers = self.sink.buffers
 
@@ -242,8 +244,9 @@ class _Shards:
         s, n = 0, len(keys)
         while s < n:
             if self.sink.open is None:
-                self.sink.start(self.out / f"{self.name}-{self.next:06d}.tar",
-                                {"first": int(keys[s])})
+                final = self.out / f"{self.name}-{self.next:06d}.tar"
+                self.sink.start(final, {"first": int(keys[s])})
+                self.planned.append({"name": final.name, "first": int(keys[s])})
                 self.next += 1
             w = self.sink.open
             e = n if self.count is None else min(n, s + self.count - w.samples)
@@ -267,10 +270,6 @@ class _Shards:
                                      "blake3": digest})
         write_json(self.state, self.out / STATE)
         self.report.shards_written += 1
-
-    def finish(self) -> None:
-        self.sink.close()
-        self.sink.finish()
 
 
 def _pattern(name: str, n: int) -> str:
