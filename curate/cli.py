@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", help="several training seeds, comma-separated (0,1,2): each "
+                   "selection is trained once per seed and reported as mean ± sd")
     p.add_argument("--heldout", help="held-out workspace (default: clean synthetic pairs)")
     p.add_argument("--heldout-n", type=int, default=1000)
 
@@ -196,8 +198,13 @@ def run(args: argparse.Namespace) -> int:
         _fit_aesthetic(args)
     elif args.command == "evaluate":
         from curate.evaluate import evaluate, format_table
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else None
+        except ValueError:
+            raise CurateError(f"--seeds {args.seeds!r}: give integers such as 0,1,2") from None
         print(format_table(evaluate(args.workspace, args.selections, args.steps,
-                                    args.batch_size, args.seed, args.heldout, args.heldout_n)))
+                                    args.batch_size, args.seed, args.heldout, args.heldout_n,
+                                    seeds)))
     elif args.command in ("map", "render"):
         _map(args)
     elif args.command in ("sql", "export", "card"):

@@ -33,6 +33,7 @@ set's description, to ``<workspace>/evaluations/<UTC time>.json``.
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -209,12 +210,16 @@ def _training_set(ws: Workspace, name: str, ids: list[str], preprocess: Any,
 
 def evaluate(workspace: str | Path, selections: list[str], steps: int = 300,
              batch_size: int = 128, seed: int = 0, heldout: str | Path | None = None,
-             heldout_n: int = 1000) -> list[dict]:
+             heldout_n: int = 1000, seeds: list[int] | None = None) -> list[dict]:
     """Train the proxy CLIP on each selection of ``workspace`` with the same budget and seed;
     return (and write to ``evaluations/<UTC time>.json``) one dict per selection: name, size
     (samples trained on), skipped (ids not ok, unknown or undecodable), steps, batch_size,
     seed, epochs, final_loss, seconds (decode + train + measure), zero_shot_acc, i2t_r1,
-    t2i_r1. See the module docstring for the held-out set, classes and prompts."""
+    t2i_r1. See the module docstring for the held-out set, classes and prompts.
+
+    ``seeds`` (several training seeds) trains each selection once per seed: the metrics are
+    then the means, with ``seeds``, ``sd`` (sample standard deviation per metric) and
+    ``per_seed`` (each run's metrics) beside them; one proxy run is noisy, the mean less so."""
     from curate import tinyclip
 
     lr = tinyclip.TRAIN_DEFAULTS["lr"]  # tiny-clip's own
@@ -245,15 +250,18 @@ def evaluate(workspace: str | Path, selections: list[str], steps: int = 300,
             texts = tokenizer(captions)
             _log(f"evaluate {name}: {len(images)} samples ({skipped} skipped), {steps} steps "
                  f"x {batch_size}")
-            model, _, _ = tinyclip.new_model(seed)
-            loss = tinyclip.train_clip(model, images, texts, steps, batch_size, lr, seed,
-                                       label=f"evaluate {name}:")
+            runs = []
+            for s in seeds or [seed]:
+                model, _, _ = tinyclip.new_model(s)
+                loss = tinyclip.train_clip(model, images, texts, steps, batch_size, lr, s,
+                                           label=f"evaluate {name} (seed {s}):")
+                runs.append({"seed": s, "final_loss": round(loss, 4), **measure(model, held)})
+                del model
             results.append({"name": name, "size": len(images), "skipped": skipped,
-                            "steps": steps, "batch_size": batch_size, "seed": seed,
+                            "steps": steps, "batch_size": batch_size,
                             "epochs": round(steps * batch_size / len(images), 2),
-                            "final_loss": round(loss, 4), **measure(model, held),
-                            "seconds": round(time.time() - t0, 2)})
-            del model, images, texts
+                            **_combine(runs), "seconds": round(time.time() - t0, 2)})
+            del images, texts
     finally:
         torch.set_num_threads(threads)
     now = datetime.now(timezone.utc)
@@ -265,16 +273,37 @@ def evaluate(workspace: str | Path, selections: list[str], steps: int = 300,
     return results
 
 
+METRICS = ("zero_shot_acc", "i2t_r1", "t2i_r1")
+
+
+def _combine(runs: list[dict]) -> dict:
+    """One run's metrics as they are; several runs' as means, with sd and each run."""
+    if len(runs) == 1:
+        return runs[0]
+    out: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "seed": runs[0]["seed"],
+                           "final_loss": round(statistics.fmean(r["final_loss"] for r in runs),
+                                               4), "sd": {}, "per_seed": runs}
+    for k in METRICS:
+        got = [r[k] for r in runs if r[k] is not None]
+        out[k] = statistics.fmean(got) if got else None
+        out["sd"][k] = statistics.stdev(got) if len(got) > 1 else None
+    return out
+
+
 def format_table(results: list[dict]) -> str:
-    """The results as a fixed-width table (accuracies in %)."""
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.1f}"
+    """The results as a fixed-width table (accuracies in %; mean ± sd over several seeds)."""
+    def pct(r: dict, k: str) -> str:
+        x, sd = r[k], r.get("sd", {}).get(k)
+        return "-" if x is None else f"{100 * x:.1f}" + ("" if sd is None else f"±{100 * sd:.1f}")
     width = max([9, *(len(r["name"]) for r in results)])
-    lines = [f"{'selection':<{width}} {'size':>7} {'epochs':>7} {'zero-shot':>9} "
-             f"{'i2t R@1':>8} {'t2i R@1':>8} {'seconds':>8}"]
+    lines = [f"{'selection':<{width}} {'size':>7} {'epochs':>7} {'zero-shot':>10} "
+             f"{'i2t R@1':>10} {'t2i R@1':>10} {'seconds':>8}"]
     lines += [f"{r['name']:<{width}} {r['size']:>7} {r['epochs']:>7.1f} "
-              f"{pct(r['zero_shot_acc']):>9} {pct(r['i2t_r1']):>8} {pct(r['t2i_r1']):>8} "
+              f"{pct(r, 'zero_shot_acc'):>10} {pct(r, 'i2t_r1'):>10} {pct(r, 't2i_r1'):>10} "
               f"{r['seconds']:>8.1f}" for r in results]
+    seeds = {tuple(r.get("seeds", [r["seed"]])) for r in results}
+    if len(seeds) == 1:
+        lines.append(f"training seeds: {', '.join(map(str, seeds.pop()))}")
     return "\n".join(lines)
 
 

@@ -121,6 +121,19 @@ def test_same_selection_twice_gives_identical_numbers(curated: Path) -> None:
     assert a == b
 
 
+def test_several_seeds_report_the_mean_of_single_seed_runs(curated: Path) -> None:
+    import statistics
+    single = [evaluate(curated, ["top"], steps=12, heldout_n=200, seed=s)[0] for s in (3, 4)]
+    (both,) = evaluate(curated, ["top"], steps=12, heldout_n=200, seeds=[3, 4])
+    assert both["seeds"] == [3, 4] and [r["seed"] for r in both["per_seed"]] == [3, 4]
+    for k in ("zero_shot_acc", "i2t_r1", "t2i_r1"):
+        assert [r[k] for r in both["per_seed"]] == [r[k] for r in single]
+        assert both[k] == pytest.approx((single[0][k] + single[1][k]) / 2)
+        assert both["sd"][k] == pytest.approx(statistics.stdev([r[k] for r in single]))
+    assert "±" in format_table([both]) and "training seeds: 3, 4" in format_table([both])
+    assert main(["evaluate", "-w", str(curated), "top", "--seeds", "x,1"]) == 2
+
+
 def test_selection_smaller_than_a_batch_and_workspace_heldout(
         curated: Path, tmp_path: Path) -> None:
     """A 40-sample selection still sees steps x batch samples; a held-out workspace with
