@@ -56,7 +56,7 @@ from curate.tarwriter import (
 )
 from curate.workspace import CurateError, Workspace, read_json, write_json
 
-STEP = 16 << 20  # image bytes read and laid out at a time
+STEP = 4 << 20  # image bytes read and laid out at a time (stays in cache until written)
 DEFAULT_SHARD_SIZE = 10_000  # img2dataset's default; open_clip needs shards >= workers x GPUs
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 OPEN_CLIP_IMAGES = {"jpg", "jpeg", "png", "webp"}  # open_clip_train's default image keys
@@ -209,7 +209,8 @@ def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], wi
             def chunk(s: int, e: int, part=part, keys=keys, img_len=img_len, ext=ext, txt=txt,
                       js=js, sizes=sizes) -> np.ndarray:
                 out = shards.buffers.get(int(sizes[s:e].sum()))
-                reader.read_into(part.slice(s, e - s), out, image_places(sizes[s:e]))
+                b, places = part.slice(s, e - s), image_places(sizes[s:e])
+                reader.check_hashes(b, reader.read_into(b, out, places), out, places)
                 return tar_blocks(keys[s:e], width, img_len[s:e], (ext[0], ext[1][s:e + 1]),
                                   (txt[0], txt[1][s:e + 1]), (js[0], js[1][s:e + 1]), out)
             shards.add(keys, sizes, chunk)

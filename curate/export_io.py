@@ -46,13 +46,21 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _types(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
-    return {r[0]: r[1] for r in con.sql(f"DESCRIBE {view}").fetchall()}
+def _types(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    """Column types of the ``pairs`` and ``samples`` views, in column order (one query)."""
+    out: dict[str, dict[str, str]] = {"pairs": {}, "samples": {}}
+    for view, col, kind in con.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE table_name "
+            "IN ('pairs', 'samples') AND NOT internal ORDER BY table_name, column_index"
+            ).fetchall():
+        out[view][col] = kind
+    return out
 
 
 def score_columns(con: duckdb.DuckDBPyConnection, columns: list[str] | None) -> list[str]:
     """The ``pairs`` columns to export: those named (checked), or every score column."""
-    pairs, samples = _types(con, "pairs"), _types(con, "samples")
+    types = _types(con)
+    pairs, samples = types["pairs"], types["samples"]
     scores = [c for c in pairs if c not in samples]
     if columns is None:
         return scores
@@ -80,7 +88,7 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], width: int
           start: int) -> duckdb.DuckDBPyRelation:
     """From sample ``start`` on, in export order: each image's reference, extension and ingest
     hash, and the bytes of its .txt and .json members."""
-    types = _types(con, "pairs")
+    types = _types(con)["pairs"]
     fields = [f"{_lit(k)}, {v}" for k, v in FIXED.items()]
     for c in cols:
         v = f"keyed.{_ident(c)}"

@@ -112,13 +112,15 @@ class SourceReader:
             os.close(self.fd)
         self.fd, self.path = -1, ""
 
-    def read_into(self, b: pa.RecordBatch, out: np.ndarray, pos: np.ndarray) -> None:
+    def read_into(self, b: pa.RecordBatch, out: np.ndarray, pos: np.ndarray) -> list[int]:
         """Read the images of a batch with ``i``, ``image_path``, ``image_offset``,
         ``image_length``, ``source_kind``, ``source_key``, ``image_hash`` straight to
         ``out[pos[r]:pos[r] + length]`` (their places in the tar being laid out: no copy after
-        the read), checking them. Neighbouring images of a tar come in one scattering
-        ``preadv``: each image's header block lands in a scratch buffer for the check, the
-        bytes between members in a junk buffer."""
+        the read), checking each against its source tar header. Returns the rows whose ingest
+        hash is to be checked (``check_hashes``: every 16th, the first of each file; all with
+        ``verify="all"``). Neighbouring images of a tar come in one scattering ``preadv``: each
+        image's header block lands in a scratch buffer for the check, the bytes between members
+        in a junk buffer."""
         n = b.num_rows
         paths = b.column("image_path")
         offs = b.column("image_offset").to_numpy()
@@ -134,6 +136,7 @@ class SourceReader:
         path_list = paths.to_pylist()
         offs_l, lens_l, pos_l, tar_l = offs.tolist(), lens.tolist(), pos.tolist(), tar.tolist()
         starts = np.flatnonzero(~joined)
+        first_of_file: list[int] = []
         starts = np.unique(np.concatenate([starts, *(np.arange(a, e, MAX_RUN) for a, e in
                                                      zip(starts, [*starts[1:], n],
                                                          strict=True))])).tolist()
@@ -145,6 +148,7 @@ class SourceReader:
                     raise SourceChanged(f"source {path} changed since ingest: {len(data)} "
                                         f"bytes, not {lens_l[a]}")
                 out[pos_l[a]:pos_l[a] + lens_l[a]] = np.frombuffer(data, np.uint8)
+                first_of_file.append(a)  # every fetched URL is hash-checked
                 continue
             new_file = path != self.path
             self._open(path)
@@ -163,12 +167,17 @@ class SourceReader:
                 raise SourceChanged(f"source {path} changed since ingest: it is shorter than "
                                     f"ingest found it (or an image file changed size)")
             if new_file:  # the first image of each file is hash-checked
-                self._check(b, a, out, pos)
+                first_of_file.append(a)
         self._check_headers(b, heads, np.arange(1, n + 1) * BLOCK, lens, tar)
         self.buffers.put(heads)
-        idx = b.column("i").to_numpy()
-        for r in np.flatnonzero(idx % self.every == 0):
-            self._check(b, int(r), out, pos)
+        every = np.flatnonzero(b.column("i").to_numpy() % self.every == 0).tolist()
+        return sorted({*first_of_file, *every})
+
+    def check_hashes(self, b: pa.RecordBatch, rows: list[int], out: np.ndarray,
+                     pos: np.ndarray) -> None:
+        """Each of ``rows``' image bytes in ``out`` against its ingest hash."""
+        for r in rows:
+            self._check(b, r, out, pos)
 
     def _fetch(self, url: str, length: int) -> bytes:
         try:

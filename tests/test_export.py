@@ -310,10 +310,15 @@ def test_reads_land_in_place_across_runs_gaps_and_files(tmp_path: Path) -> None:
     pos = np.concatenate([[0], np.cumsum(lens + 7)[:-1]]) + 3
     out = np.zeros(int(pos[-1] + lens[-1] + 5), np.uint8)
     reader = SourceReader("all")
-    reader.read_into(batch, out, pos)
+    rows = reader.read_into(batch, out, pos)
     for (_, _, data), p in zip(keep, pos, strict=True):
         assert out[p:p + len(data)].tobytes() == data
-    assert reader.verified >= len(keep)  # verify="all": every image hash-checked
+    assert rows == list(range(len(keep)))  # verify="all": every image is to be hash-checked
+    reader.check_hashes(batch, rows, out, pos)
+    assert reader.verified == len(keep)
+    out[pos[5]] ^= 1  # a flipped bit fails its ingest hash
+    with pytest.raises(SourceChanged, match="does not have its ingest hash"):
+        reader.check_hashes(batch, rows, out, pos)
     with open(shard, "r+b") as f:  # a member renamed in the source: the header check fails
         f.seek(offsets["00400"] - 512)
         f.write(b"99999")
