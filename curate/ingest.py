@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from curate import sources
 from curate.images import MAX_PIXELS, probe
+from curate.seen import SeenIds, place
 from curate.sources import Record
 from curate.workspace import Workspace, write_parquet
 
@@ -124,13 +125,13 @@ def _located_id(row: dict) -> str:
                    row["key"].encode())
 
 
-def _existing(ws: Workspace) -> dict[str, tuple[str, str]]:
-    """sample_id -> (source file name, key) of every row already in the workspace."""
-    out: dict[str, tuple[str, str]] = {}
+def _existing(ws: Workspace) -> SeenIds:
+    """Every row already in the workspace: its sample_id and where it was found."""
+    out = SeenIds()
     for part in ws.sample_parts():
         t = pq.read_table(part, columns=["sample_id", "source", "key"]).to_pydict()
-        for sid, src, key in zip(t["sample_id"], t["source"], t["key"], strict=False):
-            out[sid] = (Path(src).name, key)
+        out.extend(t["sample_id"], [place(Path(src).name, key) for src, key
+                                    in zip(t["source"], t["key"], strict=True)])
     return out
 
 
@@ -178,17 +179,18 @@ def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None
         for row in rows:
             report.inputs += 1
             bar.update()
-            here = (Path(row["source"]).name, row["key"])
+            here = place(Path(row["source"]).name, row["key"])
             seen_at = existing.get(row["sample_id"])
             if row["status"] == "ok" and seen_at is not None and seen_at != here:
                 row.update(status="failed", error=f"duplicate_pair: same image and caption "
-                           f"as sample {row['sample_id']} ({seen_at[0]}:{seen_at[1]})")
+                           f"as sample {row['sample_id']}")
             if row["status"] == "failed":
                 row["sample_id"] = _located_id(row)
-            if row["sample_id"] in existing:
+                seen_at = existing.get(row["sample_id"])
+            if seen_at is not None:  # this very row is in the workspace already
                 report.already_present += 1
                 continue
-            existing[row["sample_id"]] = here
+            existing.add(row["sample_id"], here)
             report.ok += row["status"] == "ok"
             report.failed += row["status"] == "failed"
             for e in (row["error"] or "").split("; "):
