@@ -1,6 +1,7 @@
 """DataComp in miniature: does curation help a CLIP trained on the curated subset?
 
-    .venv/bin/python bench/evaluate.py [--n 5000] [--seed 0] [--steps 300] [--work DIR]
+    .venv/bin/python bench/evaluate.py [--n 5000] [--seed 0] [--steps 300]
+                                       [--train-seeds 0 1 2] [--work DIR]
 
 Builds a synthetic pool with 30% defects (15% mismatched captions, 5% abstract captions, 3%
 near and 2% exact duplicates, 2% corrupt images, 2% odd images, 1% empty captions), ingests,
@@ -97,7 +98,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="pool seed (and random-subset seed)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--train-seed", type=int, default=0)
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="training seeds: every subset is trained once per seed (mean ± sd)")
     ap.add_argument("--work", help="folder for the pool and workspace (default: a temp dir)")
     args = ap.parse_args()
     root = Path(args.work or tempfile.mkdtemp(prefix="curate-bench-evaluate-"))
@@ -114,10 +116,10 @@ def main() -> None:
     names = simple_selections(ws, pool, k, args.seed)
     more, notes = rule_selections(ws, k)
     results = evaluate(ws, names + more, steps=args.steps, batch_size=args.batch_size,
-                       seed=args.train_seed)
+                       seeds=args.train_seeds)
     print(f"\npool: {args.n} synthetic pairs, 30% defects, seed {args.seed}; proxy: "
-          f"curate-tiny-clip from scratch, {args.steps} steps x {args.batch_size}, seed "
-          f"{args.train_seed}; held out: 1000 clean pairs (seed 999983); zero-shot over 40 "
+          f"curate-tiny-clip from scratch, {args.steps} steps x {args.batch_size}, seeds "
+          f"{args.train_seeds}; held out: 1000 clean pairs (seed 999983); zero-shot over 40 "
           f"colour x shape classes (chance 2.5%), R@1 over 1000 (chance 0.1%)\n")
     print(format_table(results))
     for note in notes:

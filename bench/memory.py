@@ -15,11 +15,12 @@ VmHWM, and for its worker processes (ingest's readers, the DataLoader's decoders
 smallest. The rate of each run is printed too (imports excluded, embed's model load included).
 ``--full`` adds 1M samples to both (embedding 1M on two cores takes ten minutes or more).
 
-Measured on the 2-core VM (32px): ingest's workers stay at about 150 MB at any size, but its main
-process keeps every sample id it has seen (``ingest._existing`` and the ids added since, to mark
-duplicate pairs across sources), about 250 bytes a sample: 223 MB at 10k, 249 MB at 100k,
-471 MB at 1M (1M ingested in 215 s, 4.6k samples/s). Embed stays within allocator noise: main
-1,014-1,112 MB at 10k-60k, its decode worker 636-658 MB.
+Measured on the 2-core VM (32px): ingest's workers stay at about 150 MB at any size. Its main
+process keeps every sample id it has seen (to tell re-ingested rows from duplicate pairs); as a
+dict of strings that cost about 250 bytes a sample (223 MB at 10k, 471 MB at 1M), now
+``curate.seen.SeenIds`` holds 24 bytes a sample: 222 MB at 10k, 279 MB at 1M (1M ingested at
+8.4k samples/s). Embed stays within allocator noise: main 1,014-1,112 MB at 10k-60k, its decode
+worker 636-658 MB.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ ratio); one that fails prints its error on one line and the rest still run):
   ``--quick``: 100k rows);
 * memory: peak RSS of ingest and embed as the pool grows (bench/memory.py; ``--memory-full``
   adds 1M samples to both);
+* ray: embed and clip_score with ``--engine ray`` (a local Ray instance, one actor per CPU)
+  against the local runner on the same pool, Ray's start-up apart;
 * gpu: with ``--device`` on a machine with a GPU, ViT-B-32 and ViT-L-14 shaped bf16 throughput
   against the compute bound (bench/gpu.py).
 
@@ -81,6 +83,7 @@ class Sizes:
     ingest_mem: list[int] = field(default_factory=lambda: [10_000, 100_000])
     embed_mem: list[int] = field(default_factory=lambda: [10_000, 30_000])
     mem_px: int = 32
+    ray_part_rows: int = 1_000
 
 
 def bench(name: str) -> ModuleType:
@@ -191,6 +194,43 @@ def section_memory(c: Context) -> list[Row]:
     return memory.memory_rows(c.out, s.ingest_mem, s.embed_mem, s.mem_px, c.keep)
 
 
+def section_ray(c: Context) -> list[Row]:
+    """embed and score with --engine ray (a local Ray instance, one actor per CPU) against the
+    local runner on the same workspace; Ray's start-up is timed apart."""
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise Skipped("Ray rows skipped: ray is not installed (pip install 'curate[ray]')"
+                      ) from None
+    from curate.embed import embed
+    from curate.ingest import ingest
+    from curate.score import score
+
+    s = c.sizes
+    shards = bench("run").synthetic_pool(c.out, s.pool, s.image_size)
+    base, rows = c.out / "suite-ray", []
+    shutil.rmtree(base, ignore_errors=True)
+    try:
+        ingest([str(p) for p in shards], base / "local", part_rows=s.ray_part_rows,
+               progress=False)
+        shutil.copytree(base / "local", base / "ray")
+        t = time.perf_counter()
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        start = time.perf_counter() - t
+        for what, run in (("embed tiny-clip", lambda ws, **kw: embed(ws, "tiny-clip", **kw)),
+                          ("score clip_score", lambda ws, **kw: score(ws, "clip_score", **kw))):
+            local = run(base / "local", progress=False)
+            remote = run(base / "ray", progress=False, engine="ray")
+            rows.append((f"{what}, --engine ray ({remote.parts_written} parts)",
+                         remote.samples_per_s, "samples/s", "local runner",
+                         local.samples_per_s, remote.samples_per_s / local.samples_per_s))
+        rows.append(("Ray start-up (local instance)", start, "s", "", NAN, NAN))
+        return rows
+    finally:
+        ray.shutdown()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def section_gpu(c: Context) -> list[Row]:
     """bench/gpu.py with its defaults, only with --device and a GPU."""
     if not c.device:
@@ -228,6 +268,9 @@ SECTIONS: dict[str, tuple[Callable[[Context], list[Row]], Callable[[Sizes], str]
     "memory": (section_memory, lambda s: (
         f"{s.mem_px}px pools; ingest at {', '.join(f'{n:,}' for n in s.ingest_mem)}; "
         f"embed at {', '.join(f'{n:,}' for n in s.embed_mem)}")),
+    "ray": (section_ray, lambda s: (
+        f"the same pool in parts of {s.ray_part_rows:,}; local Ray instance, one actor per "
+        "CPU")),
     "gpu": (section_gpu, lambda s: "ViT-B-32, ViT-L-14 shaped, random init, batch 256"),
 }
 
@@ -326,7 +369,7 @@ def sizes_for(a: argparse.Namespace) -> Sizes:
     if a.smoke:  # every section at a size that only checks it runs
         s = Sizes(pool=2_000, image_size=64, export_repeats=1, map_n=3_000, map_samples=[1_000],
                   coreset=[20_000], sql_rows=20_000, sql_parts=2, sql_repeats=1,
-                  ingest_mem=[10_000, 20_000], embed_mem=[10_000])
+                  ingest_mem=[10_000, 20_000], embed_mem=[10_000], ray_part_rows=500)
     if a.quick:
         s.coreset, s.sql_rows = [100_000], 100_000
     if a.memory_full:
