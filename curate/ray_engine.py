@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,7 @@ def connect(address: str | None = None, actors: int | None = None) -> Cluster:
         import ray
     except ModuleNotFoundError:
         raise CurateError("--engine ray needs Ray: pip install 'curate[ray]'") from None
+    _check_reachable(address)
     if not ray.is_initialized():
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
@@ -67,6 +70,20 @@ def connect(address: str | None = None, actors: int | None = None) -> Cluster:
     n = max(1, actors or (gpus or cpus))
     per = max(1, cpus // n) if gpus else 1
     return Cluster(cpus, gpus, n, per)
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line, when a HOST:PORT (or ray://HOST:PORT) address does not
+    answer: Ray itself retries for minutes before it gives up."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address or "")
+    if m is None:  # None, "auto", "local": Ray finds (or starts) the cluster itself
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout).close()
+    except OSError as e:
+        raise CurateError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); "
+                          "is `ray start --head` running there, and is the port open?"
+                          ) from None
 
 
 def _child_env() -> dict[str, str]:

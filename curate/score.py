@@ -110,15 +110,15 @@ def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None
     if engine not in ("local", "ray"):
         raise CurateError(f"unknown engine {engine!r}; engines: local, ray")
     ws = Workspace.open(workspace)
+    if engine == "ray":  # joined first: an unreachable cluster fails before any work
+        from curate import ray_engine
+        cluster = ray_engine.connect(address, actors)
     state, info = p.prepare(ws, prm) if p.prepare else (None, {})
     spec = p.inputs(prm)
     manifest = {"pass": p.name, "params": passes.as_dict(prm), "columns": list(p.columns),
                 "inputs": {f: _identity(ws, f) for f in spec}, **info}
     if engine == "ray":
         from functools import partial
-
-        from curate import ray_engine
-        cluster = ray_engine.connect(address, actors)
         manifest["engine"] = cluster.describe(address)
         process = ray_engine.process(partial(_part_worker, ws, p.name, prm, state), cluster)
     else:

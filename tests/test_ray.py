@@ -92,6 +92,15 @@ def test_ray_actor_failure_is_one_line_and_keeps_parts(local_ray, embedded: Path
     assert "part-000003.parquet" not in done  # nothing half-written under a final name
 
 
+def test_unreachable_cluster_fails_in_one_line(embedded: Path, tmp_path: Path) -> None:
+    import time
+    t = time.monotonic()
+    with pytest.raises(CurateError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        score(embedded, "text_stats", engine="ray", address="127.0.0.1:1")
+    assert time.monotonic() - t < 30  # not Ray's minutes of retries
+    assert not (embedded / "scores" / "text_stats").exists()
+
+
 def test_unknown_engine_is_refused(embedded: Path) -> None:
     with pytest.raises(CurateError, match="unknown engine 'spark'"):
         score(embedded, "text_stats", engine="spark")
