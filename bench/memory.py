@@ -19,8 +19,8 @@ Measured on the 2-core VM (32px): ingest's workers stay at about 150 MB at any s
 process keeps every sample id it has seen (to tell re-ingested rows from duplicate pairs); as a
 dict of strings that cost about 250 bytes a sample (223 MB at 10k, 471 MB at 1M), now
 ``curate.seen.SeenIds`` holds 24 bytes a sample: 222 MB at 10k, 279 MB at 1M (1M ingested at
-8.4k samples/s). Embed stays within allocator noise: main 1,014-1,112 MB at 10k-60k, its decode
-worker 636-658 MB.
+8.4k samples/s). Embed stays within allocator noise: main 1,012 MB at 10k, 1,089 MB at 1M, its
+decode worker 646 and 694 MB (1M embedded at 2.9k samples/s).
 """
 
 from __future__ import annotations
