@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import ray_engine
 from curate.images import decode_rgb, read_bytes
 from curate.runner import PassReport, input_rows, run_pass
 from curate.workspace import CurateError, Workspace, read_json
@@ -127,14 +129,10 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
     from curate import models
 
     ws = Workspace.open(workspace)
-    cluster = None
-    if engine == "ray":
-        from curate import ray_engine
-        cluster = ray_engine.connect(address, actors)
+    cluster = ray_engine.cluster_for(engine, address, actors)
+    if cluster is not None:
         device = device or cluster.device
         workers = cluster.cpus_per_actor - 1 if workers is None else workers
-    elif engine != "local":
-        raise CurateError(f"unknown engine {engine!r}; engines: local, ray")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = os.cpu_count() or 1
     if workers is None:  # on CPU the model needs a core of its own
@@ -148,9 +146,6 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
                 "params": {"batch_size": batch_size, "workers": workers},
                 "columns": ["image_emb", "text_emb", "image_norm", "text_norm"]}
     if cluster is not None:
-        from functools import partial
-
-        from curate import ray_engine
         manifest["engine"] = cluster.describe(address)
         process = ray_engine.process(
             partial(_part_worker, model, device, batch_size, workers), cluster)

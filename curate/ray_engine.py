@@ -48,6 +48,16 @@ class Cluster:
                 "cpus_per_actor": self.cpus_per_actor, "gpus_per_actor": 1 if self.gpus else 0}
 
 
+def cluster_for(engine: str, address: str | None, actors: int | None) -> Cluster | None:
+    """The Ray cluster a pass runs on for ``engine`` ("ray"), or None for the local runner;
+    an unknown engine fails before any work."""
+    if engine == "local":
+        return None
+    if engine != "ray":
+        raise CurateError(f"unknown engine {engine!r}; engines: local, ray")
+    return connect(address, actors)
+
+
 def connect(address: str | None = None, actors: int | None = None) -> Cluster:
     """Join the cluster at ``address`` (``auto``, ``ray://host:10001``) or start a local one,
     and size the actor pool: one actor per GPU, else one per CPU."""

@@ -9,6 +9,7 @@ to decode keeps its ``status``/``error`` and gets null scores.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import passes
+from curate import passes, ray_engine
 from curate.embed import ok_count
 from curate.runner import PassReport, input_rows, run_pass
 from curate.workspace import CurateError, Workspace, read_json
@@ -107,18 +108,14 @@ def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None
     pass's ``prepare`` runs once, here, and its state travels to each actor."""
     p = passes.get(name)
     prm = passes.make_params(p, params)  # an unknown parameter fails here, before any work
-    if engine not in ("local", "ray"):
-        raise CurateError(f"unknown engine {engine!r}; engines: local, ray")
     ws = Workspace.open(workspace)
-    if engine == "ray":  # joined first: an unreachable cluster fails before any work
-        from curate import ray_engine
-        cluster = ray_engine.connect(address, actors)
+    # joined first: an unknown engine or an unreachable cluster fails before any work
+    cluster = ray_engine.cluster_for(engine, address, actors)
     state, info = p.prepare(ws, prm) if p.prepare else (None, {})
     spec = p.inputs(prm)
     manifest = {"pass": p.name, "params": passes.as_dict(prm), "columns": list(p.columns),
                 "inputs": {f: _identity(ws, f) for f in spec}, **info}
-    if engine == "ray":
-        from functools import partial
+    if cluster is not None:
         manifest["engine"] = cluster.describe(address)
         process = ray_engine.process(partial(_part_worker, ws, p.name, prm, state), cluster)
     else:

@@ -188,7 +188,6 @@ class Sink:
 
     def __init__(self, on_done: Callable[[Shard, int, str], None]) -> None:
         self.on_done, self.buffers = on_done, Buffers()
-        self.digest = blake3.blake3()
         self.queue: queue.Queue = queue.Queue(maxsize=3)
         self.error: BaseException | None = None
         self.open: Shard | None = None
