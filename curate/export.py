@@ -20,7 +20,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from curate.export_io import (
     DONE,
     EXTENSIONS,
     STATE,
+    Manifest,
     abandon,
     check_sources,
     finish,
@@ -41,7 +42,6 @@ from curate.export_io import (
     prepare_out,
     query,
     score_columns,
-    write_manifest,
 )
 from curate.export_read import SourceChanged, SourceReader, binary
 from curate.select import load_selection, selection_path
@@ -54,7 +54,7 @@ from curate.tarwriter import (
     sample_size,
     tar_blocks,
 )
-from curate.workspace import CurateError, Workspace, read_json, write_json
+from curate.workspace import CurateError, Workspace, atomic_path, read_json, write_json
 
 STEP = 4 << 20  # image bytes read and laid out at a time (stays in cache until written)
 DEFAULT_SHARD_SIZE = 10_000  # img2dataset's default; open_clip needs shards >= workers x GPUs
@@ -183,46 +183,52 @@ def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], wi
                   state: dict, out: Path, limits: tuple[int | None, int | None], verify: str,
                   report: ExportReport, progress: bool) -> None:
     """Stream the samples after the shards ``state`` records into new shards, a slice of at
-    most ``STEP`` image bytes at a time (memory stays flat however large the images)."""
+    most ``STEP`` image bytes at a time (memory stays flat however large the images), and the
+    manifest beside them."""
     start = sum(s["samples"] for s in state["shards"])
     reader = SourceReader(verify)
     shards = _Shards(out, report.name, state, limits, report)
     bar = tqdm(total=report.samples, initial=start, desc="export", unit=" samples",
                file=sys.stderr, disable=not progress, mininterval=1.0, delay=1.0)
-    def parts() -> Iterator[pa.RecordBatch]:
-        """Slices of at most STEP image bytes (each read into its tar buffers at once)."""
-        for batch in prefetch(query(con, sel, cols, width, start).to_arrow_reader(1024)):
-            cum = np.cumsum(batch.column("image_length").to_numpy())
-            cuts = [0, *np.flatnonzero(np.diff(cum // STEP)) + 1, batch.num_rows]
-            for a, e in zip(cuts, cuts[1:], strict=False):
-                yield batch.slice(a, e - a)
-
     try:  # the query (a thread), reading and laying out (here), writing (the sink) overlap
-        for part in parts():
-            if shards.sink.error is not None:
-                raise shards.sink.error
-            ext, txt, js = (binary(part.column(c)) for c in ("ext", "txt", "js"))
-            img_len = part.column("image_length").to_numpy()
-            keys = part.column("i").to_numpy()
-            sizes = sample_size(img_len, np.diff(txt[1]), np.diff(js[1]))
-
-            def chunk(s: int, e: int, part=part, keys=keys, img_len=img_len, ext=ext, txt=txt,
-                      js=js, sizes=sizes) -> np.ndarray:
-                out = shards.buffers.get(int(sizes[s:e].sum()))
-                b, places = part.slice(s, e - s), image_places(sizes[s:e])
-                reader.check_hashes(b, reader.read_into(b, out, places), out, places)
-                return tar_blocks(keys[s:e], width, img_len[s:e], (ext[0], ext[1][s:e + 1]),
-                                  (txt[0], txt[1][s:e + 1]), (js[0], js[1][s:e + 1]), out)
-            shards.add(keys, sizes, chunk)
-            bar.update(part.num_rows)
-        shards.sink.close()  # the manifest is written while the last shards drain
-        write_manifest(con, out, shards.planned, sel, cols, width)
+        with atomic_path(out / "manifest.parquet") as tmp:
+            manifest = Manifest(tmp)
+            if start:  # the manifest rows of the shards a killed run finished
+                for batch in query(con, sel, cols, width, 0, start).to_arrow_reader(65536):
+                    manifest.add(batch, shards.planned)
+            for batch in prefetch(query(con, sel, cols, width, start).to_arrow_reader(1024)):
+                cum = np.cumsum(batch.column("image_length").to_numpy())
+                cuts = [0, *np.flatnonzero(np.diff(cum // STEP)) + 1, batch.num_rows]
+                for a, e in zip(cuts, cuts[1:], strict=False):
+                    _add_part(batch.slice(a, e - a), width, reader, shards)
+                manifest.add(batch, shards.planned)
+                bar.update(batch.num_rows)
+            shards.sink.close()
+            manifest.close()  # while the last shards drain
         shards.sink.finish()
     finally:
         shards.sink.abort()
         report.verified = reader.verified
         reader.close()
         bar.close()
+
+
+def _add_part(part: pa.RecordBatch, width: int, reader: SourceReader, shards: _Shards) -> None:
+    """Read, check and lay out one slice of samples into the open shards."""
+    if shards.sink.error is not None:
+        raise shards.sink.error
+    ext, txt, js = (binary(part.column(c)) for c in ("ext", "txt", "js"))
+    img_len = part.column("image_length").to_numpy()
+    keys = part.column("i").to_numpy()
+    sizes = sample_size(img_len, np.diff(txt[1]), np.diff(js[1]))
+
+    def chunk(s: int, e: int) -> np.ndarray:
+        out = shards.buffers.get(int(sizes[s:e].sum()))
+        b, places = part.slice(s, e - s), image_places(sizes[s:e])
+        reader.check_hashes(b, reader.read_into(b, out, places), out, places)
+        return tar_blocks(keys[s:e], width, img_len[s:e], (ext[0], ext[1][s:e + 1]),
+                          (txt[0], txt[1][s:e + 1]), (js[0], js[1][s:e + 1]), out)
+    shards.add(keys, sizes, chunk)
 
 
 class _Shards:

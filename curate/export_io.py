@@ -35,6 +35,9 @@ FIXED = {"key": "key", "sample_id": "sample_id", "caption": "caption", "url": "u
 BASE = ("sample_id", "caption", "url", "width", "height", "orig_width", "orig_height", "sha256",
         "image_hash", "source", "orig_key", "meta", "source_kind", "image_path",
         "image_offset", "image_length", "image_format")
+# what manifest.parquet holds per sample besides its shard, image_bytes and the chosen columns
+MANIFEST = ("key", "sample_id", "rank", "reason", "caption", "url", "image_format")
+TAR_KINDS = ("img2dataset", "webdataset")  # sources whose images are tar members
 TAKEN = {*BASE, "i", "key", "source_key", "rank", "reason"}
 
 
@@ -72,7 +75,8 @@ def score_columns(con: duckdb.DuckDBPyConnection, columns: list[str] | None) -> 
 
 
 def _rows_sql(cols: list[str]) -> str:
-    """Selected ok samples in source order, numbered from 0, with their export key."""
+    """Selected ok samples in source order, numbered from 0, with their export key; those
+    numbered ``$start`` to ``$stop``."""
     picked = "".join(f", p.{_ident(c)}" for c in cols)
     return f"""WITH sel AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
     numbered AS (
@@ -81,13 +85,15 @@ def _rows_sql(cols: list[str]) -> str:
              sel.rank, sel.reason{picked}
       FROM pairs AS p JOIN sel USING (sample_id) WHERE p.status = 'ok'),
     keyed AS (SELECT lpad(CAST(i AS VARCHAR), $width, '0') AS key, * FROM numbered
-              WHERE i >= $start)"""
+              WHERE i >= $start AND i < $stop)"""
 
 
 def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], width: int,
-          start: int) -> duckdb.DuckDBPyRelation:
-    """From sample ``start`` on, in export order: each image's reference, extension and ingest
-    hash, and the bytes of its .txt and .json members."""
+          start: int, stop: int = 1 << 62) -> duckdb.DuckDBPyRelation:
+    """Samples ``start`` to ``stop`` in export order: each image's reference (``tar``: read
+    from a tar member, whose header comes just before it; ``same``: from the same file as the
+    row before), extension and ingest hash; the bytes of its .txt and .json members; and ``m``,
+    its manifest row (a struct, so no score column's name can clash with these)."""
     types = _types(con)["pairs"]
     fields = [f"{_lit(k)}, {v}" for k, v in FIXED.items()]
     for c in cols:
@@ -98,11 +104,20 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], width: int
     fields.append("'meta', json(meta)")
     ext = "CASE image_format " + " ".join(f"WHEN {_lit(f)} THEN {_lit(e)}" for f, e in
                                           EXTENSIONS.items()) + " ELSE image_format END"
+    manifest = ", ".join(f"{_lit(c)}: {v}" for c, v in (
+        *((c, c) for c in MANIFEST), ("image_bytes", "image_length"),
+        *((c, _ident(c)) for c in cols)))
+    url = "regexp_matches(image_path, '^(https?|file)://')"
     return con.sql(f"""{_rows_sql(cols)}
         SELECT i, image_path, image_offset, image_length, encode({ext}) AS ext, image_hash,
-               source_kind, source_key, encode(caption) AS txt,
-               encode(CAST(json_object({', '.join(fields)}) AS VARCHAR)) AS js
-        FROM keyed ORDER BY i""", params={"sel": str(sel), "width": width, "start": start})
+               source_kind IN ({", ".join(map(_lit, TAR_KINDS))}) AND NOT {url}
+                 AND image_offset >= 512 AS tar, {url} AS url,
+               coalesce(image_path = lag(image_path) OVER (ORDER BY i), false) AS same,
+               encode(source_key) AS source_key, encode(caption) AS txt,
+               encode(CAST(json_object({', '.join(fields)}) AS VARCHAR)) AS js,
+               {{{manifest}}} AS m
+        FROM keyed ORDER BY i""", params={"sel": str(sel), "width": width, "start": start,
+                                          "stop": stop})
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -216,26 +231,41 @@ def abandon(out: Path, name: str) -> None:
         out.rmdir()
 
 
-def write_manifest(con: duckdb.DuckDBPyConnection, out: Path, shards: list[dict], sel: Path,
-                   cols: list[str], width: int) -> None:
-    """``manifest.parquet``: per sample its key, shard, sample id, selection rank and reason,
-    caption, url, image format and size, and the chosen columns, in key order."""
-    firsts = np.array([s["first"] for s in shards])
-    names = pa.array([s["name"] for s in shards], pa.string())
-    picked = "".join(f", {_ident(c)}" for c in cols)
-    rel = con.sql(f"""{_rows_sql(cols)} SELECT key, sample_id, rank, reason, caption, url,
-                      image_format, image_length AS image_bytes{picked}, i FROM keyed
-                      ORDER BY i""", params={"sel": str(sel), "width": width, "start": 0})
-    with atomic_path(out / "manifest.parquet") as tmp:
-        writer = None
-        for batch in rel.to_arrow_reader(65536):
-            at = np.searchsorted(firsts, batch.column("i").to_numpy(), side="right") - 1
-            t = pa.Table.from_batches([batch]).drop_columns(["i"])
-            t = t.add_column(1, "shard", names.take(at))
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, t.schema, compression="zstd")
-            writer.write_table(t)
-        writer.close()
+class Manifest:
+    """``manifest.parquet`` written as the samples stream past (each query batch's ``m``
+    rows once their shards are known): per sample its key, shard, sample id, selection rank and
+    reason, caption, url, image format and size, and the chosen columns, in key order. Rows
+    go out 64k at a time; ``path`` is a temporary file the caller renames when complete."""
+
+    ROWS = 65536
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer, self.pending = path, None, []
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch, shards: list[dict]) -> None:
+        """Rows of ``batch`` (``i`` and ``m``), whose shards all start in ``shards``."""
+        firsts = np.array([s["first"] for s in shards])
+        at = np.searchsorted(firsts, batch.column("i").to_numpy(), side="right") - 1
+        t = pa.Table.from_struct_array(batch.column("m"))
+        self.pending.append(t.add_column(1, "shard", pa.array([s["name"] for s in shards],
+                                                              pa.string()).take(at)))
+        self.rows += t.num_rows
+        if self.rows >= self.ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            t = pa.concat_tables(self.pending)
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.path, t.schema, compression="zstd")
+            self.writer.write_table(t)
+        self.pending, self.rows = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def finish(ws: Workspace, out: Path, info: dict) -> None:

@@ -3,9 +3,10 @@
 Every image of a tar source is checked against the tar header just before it (member name and
 size: a moved, rewritten or truncated shard fails here), a whole image file against its size,
 and every 16th image, the first of each file and every fetched URL against its ingest hash
-(``verify="all"``: every image). Neighbouring images of a tar are read with one ``preadv`` straight
-into their places in the export's tar buffer, so a dense selection costs a few syscalls per
-batch, not one per image, and no copy after the read.
+(``verify="all"``: every image). Neighbouring images of a tar come in one read of the whole
+span into a staging buffer that stays in cache, and a numba kernel checks the headers and copies
+each image to its place in the export's tar buffer: a dense selection costs a few syscalls per
+batch, not one per image, and no Python runs per image.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ import os
 import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from curate.images import fetch_url, is_url
+from curate.images import fetch_url
+from curate.tarwriter import COPY, Buffers
 
-TAR_KINDS = ("img2dataset", "webdataset")
 BLOCK = 512
 VERIFY_EVERY = 16
 GAP = 16 << 10  # neighbouring images come in one read when at most 16 KB lie between them
-MAX_RUN = 300  # images per read: 3 buffers each, within the kernel's IOV_MAX (1024)
 
 
 class SourceChanged(Exception):
@@ -77,6 +76,14 @@ def _fast_headers(buf, at, lens, keys, key_at, check):  # noqa: ANN001, ANN202
     return ok
 
 
+@numba.njit(cache=True, nogil=True)
+def _scatter(copy, src, at, out, pos, lens, take):  # noqa: ANN001, ANN202
+    """Copy image ``r`` from ``src[at[r]:]`` to ``out[pos[r]:]`` where ``take[r]``."""
+    for r in range(at.shape[0]):
+        if take[r]:
+            copy(out.ctypes.data + pos[r], src.ctypes.data + at[r], lens[r])
+
+
 def binary(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """An Arrow binary or string array as (bytes, int64 offsets), without copying the bytes."""
     bufs = arr.buffers()
@@ -91,11 +98,9 @@ class SourceReader:
     """Reads a batch's images into the tar buffers being laid out, checking them."""
 
     def __init__(self, verify: str) -> None:
-        from curate.tarwriter import Buffers
         self.every = 1 if verify == "all" else VERIFY_EVERY
         self.path, self.fd, self.verified = "", -1, 0
         self.buffers = Buffers()
-        self.junk = np.empty(GAP, np.uint8)  # what lies between the members read
 
     def _open(self, path: str) -> None:
         if path != self.path:
@@ -113,63 +118,57 @@ class SourceReader:
         self.fd, self.path = -1, ""
 
     def read_into(self, b: pa.RecordBatch, out: np.ndarray, pos: np.ndarray) -> list[int]:
-        """Read the images of a batch with ``i``, ``image_path``, ``image_offset``,
-        ``image_length``, ``source_kind``, ``source_key``, ``image_hash`` straight to
-        ``out[pos[r]:pos[r] + length]`` (their places in the tar being laid out: no copy after
-        the read), checking each against its source tar header. Returns the rows whose ingest
-        hash is to be checked (``check_hashes``: every 16th, the first of each file; all with
-        ``verify="all"``). Neighbouring images of a tar come in one scattering ``preadv``: each
-        image's header block lands in a scratch buffer for the check, the bytes between members
-        in a junk buffer."""
+        """Read the images of a batch (``export_io.query``'s rows: ``i``, ``image_path``,
+        ``image_offset``, ``image_length``, ``tar``, ``url``, ``same``, ``source_key`` as bytes,
+        ``image_hash``) to
+        ``out[pos[r]:pos[r] + length]`` (their places in the tar being laid out), checking each
+        against its source tar header. Returns the rows whose ingest hash is to be checked
+        (``check_hashes``: every 16th, the first of each file; all with ``verify="all"``).
+        Neighbouring images of a tar (at most 16 KB apart) come in one ``pread`` of the whole
+        span, headers and skipped members included, into a pooled staging buffer that stays in
+        cache; one numba kernel then checks every header and copies every image to its place,
+        so no Python runs per image."""
         n = b.num_rows
         paths = b.column("image_path")
         offs = b.column("image_offset").to_numpy()
         lens = b.column("image_length").to_numpy()
-        tar = (pc.is_in(b.column("source_kind"), pa.array(TAR_KINDS)).to_numpy(False)
-               & ~pc.match_substring_regex(paths, "^(https?|file)://").to_numpy(False)
-               & (offs >= BLOCK))
-        same = pc.equal(paths[1:], paths[:-1]).to_numpy(False) if n > 1 else np.zeros(0, bool)
+        tar, url = (b.column(c).to_numpy(False) for c in ("tar", "url"))
         gap = offs[1:] - BLOCK - (offs[:-1] + lens[:-1])
-        joined = np.concatenate([[False], same & tar[1:] & tar[:-1] & (gap >= 0) & (gap <= GAP)])
-        heads = self.buffers.get(n * BLOCK)  # row r's source header at heads[r * BLOCK]
-        hview, oview, junk = memoryview(heads), memoryview(out), memoryview(self.junk)
-        path_list = paths.to_pylist()
-        offs_l, lens_l, pos_l, tar_l = offs.tolist(), lens.tolist(), pos.tolist(), tar.tolist()
+        joined = np.concatenate([[False], b.column("same").to_numpy(False)[1:] & tar[1:]
+                                 & tar[:-1] & (gap >= 0) & (gap <= GAP)])
         starts = np.flatnonzero(~joined)
+        stops = np.append(starts[1:], n)
+        first = offs[starts] - np.where(tar[starts], BLOCK, 0)  # a run's first byte in its file
+        span = np.where(url[starts], 0, offs[stops - 1] + lens[stops - 1] - first)
+        base = np.concatenate([[0], np.cumsum(span)]).astype(np.int64)  # each run in staging
+        run_of = np.repeat(np.arange(len(starts)), stops - starts)
+        at = base[run_of] + offs - first[run_of]  # each image in staging
+        staging = self.buffers.get(max(int(base[-1]), 1))
+        view = memoryview(staging)
         first_of_file: list[int] = []
-        starts = np.unique(np.concatenate([starts, *(np.arange(a, e, MAX_RUN) for a, e in
-                                                     zip(starts, [*starts[1:], n],
-                                                         strict=True))])).tolist()
-        for a, stop in zip(starts, [*starts[1:], n], strict=True):
-            path = path_list[a]
-            if is_url(path):
-                data = self._fetch(path, lens_l[a])
-                if len(data) != lens_l[a]:
+        for j, a in enumerate(starts.tolist()):
+            path = paths[a].as_py()
+            if url[a]:
+                data = self._fetch(path)
+                if len(data) != lens[a]:
                     raise SourceChanged(f"source {path} changed since ingest: {len(data)} "
-                                        f"bytes, not {lens_l[a]}")
-                out[pos_l[a]:pos_l[a] + lens_l[a]] = np.frombuffer(data, np.uint8)
+                                        f"bytes, not {lens[a]}")
+                out[pos[a]:pos[a] + lens[a]] = np.frombuffer(data, np.uint8)
                 first_of_file.append(a)  # every fetched URL is hash-checked
                 continue
-            new_file = path != self.path
-            self._open(path)
-            first = at = offs_l[a] - BLOCK if tar_l[a] else offs_l[a]
-            iov = []
-            for r in range(a, stop):
-                o, k = offs_l[r], lens_l[r]
-                if tar_l[r]:
-                    if o - BLOCK > at:
-                        iov.append(junk[:o - BLOCK - at])
-                    iov.append(hview[r * BLOCK:r * BLOCK + BLOCK])
-                iov.append(oview[pos_l[r]:pos_l[r] + k])
-                at = o + k
-            got = os.preadv(self.fd, iov, first)
-            if got != at - first or (not tar_l[a] and os.fstat(self.fd).st_size != lens_l[a]):
+            if path != self.path:  # the first image of each file is hash-checked
+                self._open(path)
+                first_of_file.append(a)
+            got = os.preadv(self.fd, [view[base[j]:base[j + 1]]], int(first[j]))
+            if got != span[j] or (not tar[a] and os.fstat(self.fd).st_size != lens[a]):
                 raise SourceChanged(f"source {path} changed since ingest: it is shorter than "
                                     f"ingest found it (or an image file changed size)")
-            if new_file:  # the first image of each file is hash-checked
-                first_of_file.append(a)
-        self._check_headers(b, heads, np.arange(1, n + 1) * BLOCK, lens, tar)
-        self.buffers.put(heads)
+        self._check_headers(b, staging, at, lens, tar)
+        if len(out) < int((pos + lens).max(initial=0)) or len(staging) < int(
+                (at + lens)[~url].max(initial=0)):
+            raise ValueError("image places outside the buffers")  # memmove checks nothing
+        _scatter(COPY, staging, at, out, pos, lens, ~url)
+        self.buffers.put(staging)
         every = np.flatnonzero(b.column("i").to_numpy() % self.every == 0).tolist()
         return sorted({*first_of_file, *every})
 
@@ -179,7 +178,7 @@ class SourceReader:
         for r in rows:
             self._check(b, r, out, pos)
 
-    def _fetch(self, url: str, length: int) -> bytes:
+    def _fetch(self, url: str) -> bytes:
         try:
             return fetch_url(url)
         except OSError as e:
@@ -187,10 +186,10 @@ class SourceReader:
 
     def _check_headers(self, b: pa.RecordBatch, buf: np.ndarray, at: np.ndarray,
                        lens: np.ndarray, tar: np.ndarray) -> None:
-        keys, key_at = binary(pc.cast(b.column("source_key"), pa.binary()))
+        keys, key_at = binary(b.column("source_key"))
         ok = _fast_headers(buf, at, lens, keys, key_at, tar)
         for r in np.flatnonzero(~ok):
-            key = b.column("source_key")[r].as_py()
+            key = b.column("source_key")[r].as_py().decode()
             if not header_matches(buf[at[r] - BLOCK:at[r]].tobytes(), key, int(lens[r])):
                 raise SourceChanged(
                     f"source shard {b.column('image_path')[r].as_py()} changed since ingest: "
@@ -203,5 +202,5 @@ class SourceReader:
         if image_hash(buf[at[r]:at[r] + n]) != b.column("image_hash")[r].as_py():
             raise SourceChanged(
                 f"source {b.column('image_path')[r].as_py()} changed since ingest: the image of "
-                f"key {b.column('source_key')[r].as_py()} at byte "
+                f"key {b.column('source_key')[r].as_py().decode()} at byte "
                 f"{b.column('image_offset')[r].as_py()} does not have its ingest hash")

@@ -11,6 +11,7 @@ complete.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import queue
 import threading
@@ -55,23 +56,29 @@ def end_size(written: int) -> int:
     return end + (-end % RECORD) - written
 
 
+TEMPLATE_SUM = int(TEMPLATE.sum())  # the name and size fields are zeros in the template
+COPY = ctypes.memmove  # what the kernels copy with: numba's slice copy runs at a third the speed
+
+
 @numba.njit(cache=True, nogil=True)
-def _header(out, p, key, width, ext, length):  # noqa: ANN001, ANN202
+def _header(copy, out, p, key, width, ext, length):  # noqa: ANN001, ANN202
     """Write the header block of member ``{key}.{ext}`` of ``length`` bytes at ``out[p]``."""
-    out[p:p + BLOCK] = TEMPLATE
+    copy(out.ctypes.data + p, TEMPLATE.ctypes.data, BLOCK)
+    chk = TEMPLATE_SUM + 46
     k = key
     for d in range(width - 1, -1, -1):
         out[p + d] = 48 + k % 10
+        chk += 48 + k % 10
         k //= 10
     out[p + width] = 46  # "."
-    out[p + width + 1:p + width + 1 + ext.shape[0]] = ext
+    for j in range(ext.shape[0]):
+        out[p + width + 1 + j] = ext[j]
+        chk += ext[j]
     v = length
     for d in range(10, -1, -1):
         out[p + 124 + d] = 48 + (v & 7)
+        chk += 48 + (v & 7)
         v >>= 3
-    chk = 0
-    for b in range(BLOCK):
-        chk += out[p + b]
     for d in range(5, -1, -1):
         out[p + 148 + d] = 48 + (chk & 7)
         chk >>= 3
@@ -80,30 +87,32 @@ def _header(out, p, key, width, ext, length):  # noqa: ANN001, ANN202
 
 @numba.njit(cache=True, nogil=True)
 def _pad(out, p, length):  # noqa: ANN001, ANN202
-    n = (BLOCK - length % BLOCK) % BLOCK
-    out[p:p + n] = 0
-    return p + n
+    for q in range(p, p + (BLOCK - length % BLOCK) % BLOCK):
+        out[q] = 0
+    return p + (BLOCK - length % BLOCK) % BLOCK
 
 
 @numba.njit(cache=True, nogil=True)
-def _member(out, p, key, width, ext, data, start, length):  # noqa: ANN001, ANN202
+def _member(copy, out, p, key, width, ext, data, start, length):  # noqa: ANN001, ANN202
     """Write member ``{key}.{ext}`` (header, data, zero padding) at ``out[p]``; return its end."""
-    _header(out, p, key, width, ext, length)
-    out[p + BLOCK:p + BLOCK + length] = data[start:start + length]
+    _header(copy, out, p, key, width, ext, length)
+    copy(out.ctypes.data + p + BLOCK, data.ctypes.data + start, length)
     return _pad(out, p + BLOCK + length, length)
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill(out, keys, width, img_len, ext, ext_at, txt, txt_at, js, js_at):  # noqa: ANN001, ANN202
+def _fill(copy, out, keys, width, img_len, ext, ext_at, txt, txt_at, js, js_at):  # noqa: ANN001, ANN202, E501
     """Every member of samples ``keys`` around images already read into their places."""
     txt_ext = np.array([116, 120, 116], np.uint8)  # "txt"
     json_ext = np.array([106, 115, 111, 110], np.uint8)  # "json"
     p = 0
     for s in range(keys.shape[0]):
-        _header(out, p, keys[s], width, ext[ext_at[s]:ext_at[s + 1]], img_len[s])
+        _header(copy, out, p, keys[s], width, ext[ext_at[s]:ext_at[s + 1]], img_len[s])
         p = _pad(out, p + BLOCK + img_len[s], img_len[s])
-        p = _member(out, p, keys[s], width, txt_ext, txt, txt_at[s], txt_at[s + 1] - txt_at[s])
-        p = _member(out, p, keys[s], width, json_ext, js, js_at[s], js_at[s + 1] - js_at[s])
+        p = _member(copy, out, p, keys[s], width, txt_ext, txt, txt_at[s],
+                    txt_at[s + 1] - txt_at[s])
+        p = _member(copy, out, p, keys[s], width, json_ext, js, js_at[s],
+                    js_at[s + 1] - js_at[s])
     return p
 
 
@@ -122,8 +131,9 @@ def tar_blocks(keys: np.ndarray, width: int, img_len: np.ndarray,
     if width + 1 + int(np.diff(ext[1]).max(initial=0)) >= 100 or int(
             img_len.max(initial=0)) > MAX_SIZE:
         raise ValueError("keys, extensions or images too large for ustar headers")
-    end = _fill(out, keys, width, img_len, ext[0], ext[1], txt[0], txt[1], js[0], js[1])
-    assert end == len(out), "tar layout out of step"
+    if int(sample_size(img_len, np.diff(txt[1]), np.diff(js[1])).sum()) != len(out):
+        raise ValueError("the tar buffer is not the samples' size")  # the kernels copy unchecked
+    _fill(COPY, out, keys, width, img_len, ext[0], ext[1], txt[0], txt[1], js[0], js[1])
     return out
 
 

@@ -274,17 +274,17 @@ def test_changed_image_bytes_fail_the_hash_check(own_pool: Path, tmp_path: Path)
 
 
 def test_reads_land_in_place_across_runs_gaps_and_files(tmp_path: Path) -> None:
-    """The reader scatters images straight to their places: long runs of neighbours (more than
-    one read's worth), members it must skip (gaps over 16 KB) and whole image files."""
+    """The reader puts images in their places: long runs of neighbours, members it must skip
+    (gaps over 16 KB between images split a run) and whole image files."""
     import numpy as np
     import pyarrow as pa
 
-    from curate.export_read import MAX_RUN, SourceChanged, SourceReader
+    from curate.export_read import SourceChanged, SourceReader
 
     rng = np.random.default_rng(0)
     shard, rows = tmp_path / "src.tar", []
     with tarfile.open(shard, "w") as tar:
-        for k in range(MAX_RUN * 2 + 17):
+        for k in range(617):
             data = rng.integers(0, 256, int(rng.integers(1, 3000)), np.uint8).tobytes()
             for name, body in ((f"{k:05d}.jpg", data),
                                (f"{k:05d}.txt", bytes(20000 if k % 397 == 0 else 10))):
@@ -303,8 +303,10 @@ def test_reads_land_in_place_across_runs_gaps_and_files(tmp_path: Path) -> None:
         "image_path": [p for p, _, _ in keep],
         "image_offset": [offsets.get(k, 0) for _, k, _ in keep],
         "image_length": [len(d) for _, _, d in keep],
-        "source_kind": ["webdataset" if k in offsets else "folder" for _, k, _ in keep],
-        "source_key": [k for _, k, _ in keep],
+        "tar": [k in offsets for _, k, _ in keep],  # what export_io.query says of each row
+        "url": [False] * len(keep),
+        "same": [False] + [a[0] == b[0] for a, b in zip(keep, keep[1:], strict=False)],
+        "source_key": [k.encode() for _, k, _ in keep],
         "image_hash": [ingest_hash(d) for _, _, d in keep]})
     lens = np.array([len(d) for _, _, d in keep])
     pos = np.concatenate([[0], np.cumsum(lens + 7)[:-1]]) + 3
@@ -325,3 +327,47 @@ def test_reads_land_in_place_across_runs_gaps_and_files(tmp_path: Path) -> None:
     with pytest.raises(SourceChanged, match="no member 00400"):
         SourceReader("sample").read_into(batch, out, pos)
     reader.close()
+
+
+def test_tar_layout_matches_the_reference_headers_and_tarfile_reads_it() -> None:
+    """The kernel's bytes equal members built one by one from ``header`` (checksums summed
+    over the whole block), for empty, block-sized and odd lengths; tarfile reads them back."""
+    import numpy as np
+
+    from curate.tarwriter import BLOCK, header, image_places, sample_size, tar_blocks
+
+    rng = np.random.default_rng(1)
+    lens = [0, 1, 511, 512, 513, 4096, 12345]
+    imgs = [rng.integers(0, 256, n, np.uint8).tobytes() for n in lens]
+    txts = [f"caption {i} \u00e9".encode() * (i * 40) for i in range(len(lens))]
+    jss = [json.dumps({"k": i, "pad": "x" * (i * 97)}).encode() for i in range(len(lens))]
+    exts = [b"jpg", b"png", b"webp", b"jpg", b"gif", b"jpg", b"tiff"]
+    keys = np.arange(7, 7 + len(lens), dtype=np.int64) * 1000003
+
+    def arrow_like(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        at = np.concatenate([[0], np.cumsum([len(x) for x in items])]).astype(np.int64)
+        return np.frombuffer(b"".join(items) or b"\0", np.uint8), at
+
+    def pad(data: bytes) -> bytes:
+        return data + bytes(-len(data) % BLOCK)
+
+    img_len = np.array(lens, np.int64)
+    sizes = sample_size(img_len, np.array([len(t) for t in txts]), np.array([len(j) for j in jss]))
+    out = np.full(int(sizes.sum()), 0xAB, np.uint8)  # garbage everywhere the kernel must write
+    for p, data in zip(image_places(sizes), imgs, strict=True):
+        out[p:p + len(data)] = np.frombuffer(data, np.uint8)
+    tar_blocks(keys, 11, img_len, arrow_like(exts), arrow_like(txts), arrow_like(jss), out)
+    want = b"".join(
+        header(b"%011d.%s" % (k, e), len(i)) + pad(i) + header(b"%011d.txt" % k, len(t)) + pad(t)
+        + header(b"%011d.json" % k, len(j)) + pad(j)
+        for k, e, i, t, j in zip(keys.tolist(), exts, imgs, txts, jss, strict=True))
+    assert out.tobytes() == want
+    with tarfile.open(fileobj=io.BytesIO(want + bytes(2 * BLOCK))) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members[::3]] == [
+            f"{k:011d}.{e.decode()}" for k, e in zip(keys.tolist(), exts, strict=True)]
+        assert [tar.extractfile(m).read() for m in members[::3]] == imgs
+        assert all(m.mode == 0o444 and m.mtime == 0 and m.uname == "bigdata" for m in members)
+    with pytest.raises(ValueError, match="not the samples' size"):
+        tar_blocks(keys, 11, img_len, arrow_like(exts), arrow_like(txts), arrow_like(jss),
+                   out[:-1])
