@@ -196,7 +196,12 @@ def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], wi
             if start:  # the manifest rows of the shards a killed run finished
                 for batch in query(con, sel, cols, width, 0, start).to_arrow_reader(65536):
                     manifest.add(batch, shards.planned)
+            nxt = start
             for batch in prefetch(query(con, sel, cols, width, start).to_arrow_reader(1024)):
+                i = batch.column("i").to_numpy()  # keys follow on: the order DuckDB promised
+                if i[0] != nxt or (np.diff(i) != 1).any():
+                    raise RuntimeError(f"export rows out of order at key {nxt}")
+                nxt += batch.num_rows
                 cum = np.cumsum(batch.column("image_length").to_numpy())
                 cuts = [0, *np.flatnonzero(np.diff(cum // STEP)) + 1, batch.num_rows]
                 for a, e in zip(cuts, cuts[1:], strict=False):
@@ -222,12 +227,15 @@ def _add_part(part: pa.RecordBatch, width: int, reader: SourceReader, shards: _S
     keys = part.column("i").to_numpy()
     sizes = sample_size(img_len, np.diff(txt[1]), np.diff(js[1]))
 
-    def chunk(s: int, e: int) -> np.ndarray:
+    def chunk(s: int, e: int) -> tuple[np.ndarray, Callable[[], None]]:
+        """Rows s..e's tar blocks, and the check of their ingest hashes (run by the writer
+        thread: on two cores the threads balance best so)."""
         out = shards.buffers.get(int(sizes[s:e].sum()))
         b, places = part.slice(s, e - s), image_places(sizes[s:e])
-        reader.check_hashes(b, reader.read_into(b, out, places), out, places)
-        return tar_blocks(keys[s:e], width, img_len[s:e], (ext[0], ext[1][s:e + 1]),
-                          (txt[0], txt[1][s:e + 1]), (js[0], js[1][s:e + 1]), out)
+        rows = reader.read_into(b, out, places)
+        tar_blocks(keys[s:e], width, img_len[s:e], (ext[0], ext[1][s:e + 1]),
+                   (txt[0], txt[1][s:e + 1]), (js[0], js[1][s:e + 1]), out)
+        return out, lambda: reader.check_hashes(b, rows, out, places)
     shards.add(keys, sizes, chunk)
 
 
@@ -246,8 +254,9 @@ class _Shards:
         self.buffers = self.sink.buffers
 
     def add(self, keys: np.ndarray, sizes: np.ndarray,
-            chunk: Callable[[int, int], np.ndarray]) -> None:
-        """Add samples ``keys`` of tar ``sizes``; ``chunk(s, e)`` makes rows s..e's blocks."""
+            chunk: Callable[[int, int], tuple[np.ndarray, Callable[[], None]]]) -> None:
+        """Add samples ``keys`` of tar ``sizes``; ``chunk(s, e)`` makes rows s..e's blocks and
+        the check to run before they are written."""
         s, n = 0, len(keys)
         while s < n:
             if self.sink.open is None:
@@ -264,8 +273,8 @@ class _Shards:
                 k = max(k, 1) if w.samples == 0 else k
                 full, e = full or k < e - s, s + k
             if e > s:
-                out = chunk(s, e)
-                self.sink.add([out], e - s, out)
+                out, check = chunk(s, e)
+                self.sink.add([out], e - s, out, check)
             if full:
                 self.sink.close()
             s = e

@@ -80,12 +80,14 @@ def _rows_sql(cols: list[str]) -> str:
     picked = "".join(f", p.{_ident(c)}" for c in cols)
     return f"""WITH sel AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
     numbered AS (
-      SELECT row_number() OVER (ORDER BY p.image_path, p.image_offset, p.sample_id) - 1 AS i,
+      SELECT row_number() OVER w - 1 AS i,
+             coalesce(lag(p.image_path) OVER w = p.image_path, false) AS same_file,
              {", ".join("p." + c for c in BASE)}, p.key AS source_key,
              sel.rank, sel.reason{picked}
-      FROM pairs AS p JOIN sel USING (sample_id) WHERE p.status = 'ok'),
+      FROM pairs AS p JOIN sel USING (sample_id) WHERE p.status = 'ok'
+      WINDOW w AS (ORDER BY p.image_path, p.image_offset, p.sample_id)),
     keyed AS (SELECT lpad(CAST(i AS VARCHAR), $width, '0') AS key, * FROM numbered
-              WHERE i >= $start AND i < $stop)"""
+              WHERE i >= $start AND i < $stop ORDER BY i)"""
 
 
 def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], width: int,
@@ -112,11 +114,11 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], width: int
         SELECT i, image_path, image_offset, image_length, encode({ext}) AS ext, image_hash,
                source_kind IN ({", ".join(map(_lit, TAR_KINDS))}) AND NOT {url}
                  AND image_offset >= 512 AS tar, {url} AS url,
-               coalesce(image_path = lag(image_path) OVER (ORDER BY i), false) AS same,
+               same_file AS same,
                encode(source_key) AS source_key, encode(caption) AS txt,
                encode(CAST(json_object({', '.join(fields)}) AS VARCHAR)) AS js,
                {{{manifest}}} AS m
-        FROM keyed ORDER BY i""", params={"sel": str(sel), "width": width, "start": start,
+        FROM keyed""", params={"sel": str(sel), "width": width, "start": start,
                                           "stop": stop})
 
 

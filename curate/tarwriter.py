@@ -142,7 +142,7 @@ def sample_size(img_len: np.ndarray, txt_len: np.ndarray, js_len: np.ndarray) ->
     return padded(img_len) + padded(txt_len) + padded(js_len)
 
 
-WRITE = 64 << 10  # bytes per write(2); see _write_all
+WRITE = 256 << 10  # bytes per write(2); see _write_all
 
 
 def _write_all(fd: int, pieces: list) -> None:
@@ -214,7 +214,9 @@ class Sink:
                 if kind == "open":
                     fd = os.open(arg.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 elif kind == "data":
-                    pieces, owner = arg
+                    pieces, owner, check = arg
+                    if check is not None:
+                        check()
                     _write_all(fd, pieces)
                     if owner is not None:
                         self.buffers.put(owner)
@@ -244,14 +246,16 @@ class Sink:
         self._put(("open", self.open))
         return self.open
 
-    def add(self, pieces: list, samples: int, owner: np.ndarray | None = None) -> None:
+    def add(self, pieces: list, samples: int, owner: np.ndarray | None = None,
+            check: Callable[[], None] | None = None) -> None:
         """Append ``samples`` whole samples' tar blocks (buffers written in order); ``owner``
         goes back to ``buffers`` once they are written. They are hashed here, on the caller's
-        thread, while they are still in its cache; the writer thread only writes."""
+        thread, while they are still in its cache. ``check`` runs on the writer thread just
+        before they are written (an error it raises stops the shard before its rename)."""
         assert self.open is not None
         for piece in pieces:
             self.digest.update(piece)
-        self._put(("data", (pieces, owner)))
+        self._put(("data", (pieces, owner, check)))
         self.open.size += sum(len(p) for p in pieces)
         self.open.samples += samples
 
@@ -265,7 +269,7 @@ class Sink:
         if shard is not None:
             end = bytes(end_size(shard.size))
             self.digest.update(end)
-            self._put(("data", ([end], None)))
+            self._put(("data", ([end], None, None)))
             shard.size += len(end)
             self._put(("close", (shard, self.digest.hexdigest())))
 
