@@ -3,14 +3,16 @@
 Every image of a tar source is checked against the tar header just before it (member name and
 size: a moved, rewritten or truncated shard fails here), a whole image file against its size,
 and every 16th image, the first of each file and every fetched URL against its ingest hash
-(``verify="all"``: every image). Neighbouring images of a tar come in one read of the whole
-span into a staging buffer that stays in cache, and a numba kernel checks the headers and copies
-each image to its place in the export's tar buffer: a dense selection costs a few syscalls per
-batch, not one per image, and no Python runs per image.
+(``verify="all"``: every image). Neighbouring images of a tar are read with one ``preadv``
+straight into their places in the export's tar buffer, its scatter list built with NumPy, so a
+dense selection costs a few syscalls per batch, not one per image, no Python runs per image and
+no copy follows the read.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 
@@ -19,11 +21,15 @@ import numpy as np
 import pyarrow as pa
 
 from curate.images import fetch_url
-from curate.tarwriter import COPY, Buffers
+from curate.tarwriter import Buffers
 
 BLOCK = 512
 VERIFY_EVERY = 16
 GAP = 16 << 10  # neighbouring images come in one read when at most 16 KB lie between them
+IOV_ROWS = 341  # rows per preadv: 3 iovecs each, within the kernel's IOV_MAX (1024)
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.preadv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64]
+_LIBC.preadv.restype = ctypes.c_ssize_t
 
 
 class SourceChanged(Exception):
@@ -76,12 +82,13 @@ def _fast_headers(buf, at, lens, keys, key_at, check):  # noqa: ANN001, ANN202
     return ok
 
 
-@numba.njit(cache=True, nogil=True)
-def _scatter(copy, src, at, out, pos, lens, take):  # noqa: ANN001, ANN202
-    """Copy image ``r`` from ``src[at[r]:]`` to ``out[pos[r]:]`` where ``take[r]``."""
-    for r in range(at.shape[0]):
-        if take[r]:
-            copy(out.ctypes.data + pos[r], src.ctypes.data + at[r], lens[r])
+def _preadv(fd: int, iov: np.ndarray, offset: int) -> int:
+    """``preadv(2)`` of an array of ``iovec`` structs (address, length as uint64 pairs); the
+    bytes read, or -1."""
+    while True:
+        got = _LIBC.preadv(fd, iov.ctypes.data, iov.shape[0] * iov.shape[1], offset)
+        if got >= 0 or ctypes.get_errno() != errno.EINTR:
+            return got
 
 
 def binary(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +108,7 @@ class SourceReader:
         self.every = 1 if verify == "all" else VERIFY_EVERY
         self.path, self.fd, self.verified = "", -1, 0
         self.buffers = Buffers()
+        self.junk = np.empty(GAP, np.uint8)  # what lies between the members read
 
     def _open(self, path: str) -> None:
         if path != self.path:
@@ -120,33 +128,41 @@ class SourceReader:
     def read_into(self, b: pa.RecordBatch, out: np.ndarray, pos: np.ndarray) -> list[int]:
         """Read the images of a batch (``export_io.query``'s rows: ``i``, ``image_path``,
         ``image_offset``, ``image_length``, ``tar``, ``url``, ``same``, ``source_key`` as bytes,
-        ``image_hash``) to
-        ``out[pos[r]:pos[r] + length]`` (their places in the tar being laid out), checking each
-        against its source tar header. Returns the rows whose ingest hash is to be checked
-        (``check_hashes``: every 16th, the first of each file; all with ``verify="all"``).
-        Neighbouring images of a tar (at most 16 KB apart) come in one ``pread`` of the whole
-        span, headers and skipped members included, into a pooled staging buffer that stays in
-        cache; one numba kernel then checks every header and copies every image to its place,
-        so no Python runs per image."""
+        ``image_hash``) straight to ``out[pos[r]:pos[r] + length]`` (their places in the tar
+        being laid out: no copy after the read), checking each against its source tar header.
+        Returns the rows whose ingest hash is to be checked (``check_hashes``: every 16th, the
+        first of each file; all with ``verify="all"``). Neighbouring images of a tar (at most
+        16 KB apart) come in one scattering ``preadv``: each image's header block lands in a
+        scratch buffer for the check, the bytes between members in a junk buffer, each image in
+        its place. The scatter list is built with NumPy (``iovec`` structs), so no Python runs
+        per image."""
         n = b.num_rows
         paths = b.column("image_path")
         offs = b.column("image_offset").to_numpy()
         lens = b.column("image_length").to_numpy()
         tar, url = (b.column(c).to_numpy(False) for c in ("tar", "url"))
+        if len(out) < int((pos + lens).max(initial=0)) or (pos < 0).any():
+            raise ValueError("image places outside the buffer")  # preadv checks nothing
         gap = offs[1:] - BLOCK - (offs[:-1] + lens[:-1])
         joined = np.concatenate([[False], b.column("same").to_numpy(False)[1:] & tar[1:]
                                  & tar[:-1] & (gap >= 0) & (gap <= GAP)])
+        heads = self.buffers.get(n * BLOCK)  # row r's source header at heads[r * BLOCK]
+        iov = np.zeros((n, 3, 2), np.uint64)  # per row: header, image, the gap after it
+        iov[:, 0, 0] = heads.ctypes.data + np.arange(n, dtype=np.uint64) * BLOCK
+        iov[:, 0, 1] = np.where(tar, BLOCK, 0)
+        iov[:, 1, 0] = out.ctypes.data + pos.astype(np.uint64)
+        iov[:, 1, 1] = lens
+        iov[:, 2, 0] = self.junk.ctypes.data
+        iov[:-1, 2, 1] = np.where(joined[1:], gap, 0)
+        sizes = iov[:, :, 1].sum(axis=1).astype(np.int64)
         starts = np.flatnonzero(~joined)
-        stops = np.append(starts[1:], n)
-        first = offs[starts] - np.where(tar[starts], BLOCK, 0)  # a run's first byte in its file
-        span = np.where(url[starts], 0, offs[stops - 1] + lens[stops - 1] - first)
-        base = np.concatenate([[0], np.cumsum(span)]).astype(np.int64)  # each run in staging
-        run_of = np.repeat(np.arange(len(starts)), stops - starts)
-        at = base[run_of] + offs - first[run_of]  # each image in staging
-        staging = self.buffers.get(max(int(base[-1]), 1))
-        view = memoryview(staging)
+        starts = np.unique(np.concatenate([starts, *(np.arange(a, e, IOV_ROWS) for a, e in
+                                                     zip(starts, [*starts[1:], n],
+                                                         strict=True))]))
+        ends = np.append(starts[1:], n)
+        want = np.add.reduceat(sizes, starts) if n else sizes
         first_of_file: list[int] = []
-        for j, a in enumerate(starts.tolist()):
+        for a, e, w in zip(starts.tolist(), ends.tolist(), want.tolist(), strict=True):
             path = paths[a].as_py()
             if url[a]:
                 data = self._fetch(path)
@@ -159,18 +175,29 @@ class SourceReader:
             if path != self.path:  # the first image of each file is hash-checked
                 self._open(path)
                 first_of_file.append(a)
-            got = os.preadv(self.fd, [view[base[j]:base[j + 1]]], int(first[j]))
-            if got != span[j] or (not tar[a] and os.fstat(self.fd).st_size != lens[a]):
-                raise SourceChanged(f"source {path} changed since ingest: it is shorter than "
-                                    f"ingest found it (or an image file changed size)")
-        self._check_headers(b, staging, at, lens, tar)
-        if len(out) < int((pos + lens).max(initial=0)) or len(staging) < int(
-                (at + lens)[~url].max(initial=0)):
-            raise ValueError("image places outside the buffers")  # memmove checks nothing
-        _scatter(COPY, staging, at, out, pos, lens, ~url)
-        self.buffers.put(staging)
+            at = int(offs[a]) - (BLOCK if tar[a] else 0)
+            if _preadv(self.fd, iov[a:e], at) != w:  # short or failed: once more, plainly
+                self._read_plainly(path, range(a, e), offs, lens, tar, heads, out, pos)
+            if not tar[a] and os.fstat(self.fd).st_size != lens[a]:
+                raise SourceChanged(f"source {path} changed since ingest: the image file is "
+                                    f"{os.fstat(self.fd).st_size} bytes, not {lens[a]}")
+        self._check_headers(b, heads, np.arange(1, n + 1) * BLOCK, lens, tar)
+        self.buffers.put(heads)
         every = np.flatnonzero(b.column("i").to_numpy() % self.every == 0).tolist()
         return sorted({*first_of_file, *every})
+
+    def _read_plainly(self, path: str, rows: range, offs: np.ndarray, lens: np.ndarray,
+                      tar: np.ndarray, heads: np.ndarray, out: np.ndarray,
+                      pos: np.ndarray) -> None:
+        """Rows' headers and images one ``pread`` each (after a short scattering read)."""
+        for r in rows:
+            reads = [(heads, r * BLOCK, BLOCK, offs[r] - BLOCK)] if tar[r] else []
+            for buf, at, n, src in [*reads, (out, pos[r], lens[r], offs[r])]:
+                data = os.pread(self.fd, int(n), int(src))
+                if len(data) != n:
+                    raise SourceChanged(f"source {path} changed since ingest: it is shorter "
+                                        "than ingest found it")
+                buf[at:at + n] = np.frombuffer(data, np.uint8)
 
     def check_hashes(self, b: pa.RecordBatch, rows: list[int], out: np.ndarray,
                      pos: np.ndarray) -> None:

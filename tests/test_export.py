@@ -326,6 +326,10 @@ def test_reads_land_in_place_across_runs_gaps_and_files(tmp_path: Path) -> None:
         f.write(b"99999")
     with pytest.raises(SourceChanged, match="no member 00400"):
         SourceReader("sample").read_into(batch, out, pos)
+    with open(shard, "r+b") as f:  # cut short inside the last image: the read comes up short
+        f.truncate(offsets[keep[-2][1]] + 1)
+    with pytest.raises(SourceChanged, match="shorter than ingest found it"):
+        SourceReader("sample").read_into(batch, out, pos)
     reader.close()
 
 
