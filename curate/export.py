@@ -139,7 +139,8 @@ def export(workspace: str | Path, selection: str, out: str | Path,
         con.execute("SET memory_limit = '512MB'")  # DuckDB's sort spills beyond: memory flat
         con.execute("SET temp_directory = $t", {"t": str(Path(tempfile.gettempdir()) /
                                                          "curate-duckdb")})
-        cols = score_columns(con, columns)
+        types = score_columns(con, columns)
+        cols = list(types)
         total, formats = check_sources(con, sel_path, selection)
         fingerprint = {"selection": selection, "selection_sha256": _sha256(sel_path),
                        "workspace": str(ws.root), "name": name, "shard_size": shard_size,
@@ -153,7 +154,7 @@ def export(workspace: str | Path, selection: str, out: str | Path,
         report.shards_skipped = len(state["shards"])
         width = max(9, len(str(total - 1)))
         try:
-            _write_shards(con, sel_path, cols, width, state, out, (shard_size, shard_bytes),
+            _write_shards(con, sel_path, types, width, state, out, (shard_size, shard_bytes),
                           verify, report, progress)
         except SourceChanged as e:
             abandon(out, name)
@@ -179,7 +180,7 @@ def _finished(report: ExportReport, shards: list[dict], t0: float) -> ExportRepo
     return report
 
 
-def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], width: int,
+def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int,
                   state: dict, out: Path, limits: tuple[int | None, int | None], verify: str,
                   report: ExportReport, progress: bool) -> None:
     """Stream the samples after the shards ``state`` records into new shards, a slice of at

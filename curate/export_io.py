@@ -60,21 +60,23 @@ def _types(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
     return out
 
 
-def score_columns(con: duckdb.DuckDBPyConnection, columns: list[str] | None) -> list[str]:
-    """The ``pairs`` columns to export: those named (checked), or every score column."""
+def score_columns(con: duckdb.DuckDBPyConnection, columns: list[str] | None
+                  ) -> dict[str, str]:
+    """The ``pairs`` columns to export (name -> type): those named (checked), or every score
+    column."""
     types = _types(con)
     pairs, samples = types["pairs"], types["samples"]
     scores = [c for c in pairs if c not in samples]
     if columns is None:
-        return scores
+        return {c: pairs[c] for c in scores}
     unknown = [c for c in columns if c not in pairs]
     if unknown:
         raise CurateError(f"no column {unknown[0]!r} in the catalog (score columns: "
                           f"{', '.join(scores) or 'none yet'})")
-    return [c for c in dict.fromkeys(columns) if c not in TAKEN]
+    return {c: pairs[c] for c in dict.fromkeys(columns) if c not in TAKEN}
 
 
-def _rows_sql(cols: list[str]) -> str:
+def _rows_sql(cols: Iterable[str]) -> str:
     """Selected ok samples in source order, numbered from 0, with their export key; those
     numbered ``$start`` to ``$stop``."""
     picked = "".join(f", p.{_ident(c)}" for c in cols)
@@ -90,17 +92,16 @@ def _rows_sql(cols: list[str]) -> str:
               WHERE i >= $start AND i < $stop ORDER BY i)"""
 
 
-def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: list[str], width: int,
+def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int,
           start: int, stop: int = 1 << 62) -> duckdb.DuckDBPyRelation:
     """Samples ``start`` to ``stop`` in export order: each image's reference (``tar``: read
     from a tar member, whose header comes just before it; ``same``: from the same file as the
     row before), extension and ingest hash; the bytes of its .txt and .json members; and ``m``,
     its manifest row (a struct, so no score column's name can clash with these)."""
-    types = _types(con)["pairs"]
     fields = [f"{_lit(k)}, {v}" for k, v in FIXED.items()]
-    for c in cols:
+    for c, kind in cols.items():  # JSON has no NaN or Infinity: those become null
         v = f"keyed.{_ident(c)}"
-        if types[c] in ("FLOAT", "DOUBLE"):  # JSON has no NaN or Infinity
+        if kind in ("FLOAT", "DOUBLE"):
             v = f"CASE WHEN isfinite({v}) THEN {v} END"
         fields.append(f"{_lit(c)}, {v}")
     fields.append("'meta', json(meta)")

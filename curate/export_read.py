@@ -156,9 +156,10 @@ class SourceReader:
         iov[:-1, 2, 1] = np.where(joined[1:], gap, 0)
         sizes = iov[:, :, 1].sum(axis=1).astype(np.int64)
         starts = np.flatnonzero(~joined)
-        starts = np.unique(np.concatenate([starts, *(np.arange(a, e, IOV_ROWS) for a, e in
-                                                     zip(starts, [*starts[1:], n],
-                                                         strict=True))]))
+        if (np.diff(starts, append=n) > IOV_ROWS).any():  # long runs: several reads each
+            starts = np.unique(np.concatenate([starts, *(np.arange(a, e, IOV_ROWS) for a, e in
+                                                         zip(starts, [*starts[1:], n],
+                                                             strict=True))]))
         ends = np.append(starts[1:], n)
         want = np.add.reduceat(sizes, starts) if n else sizes
         first_of_file: list[int] = []
