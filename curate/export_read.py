@@ -141,7 +141,8 @@ class SourceReader:
         offs = b.column("image_offset").to_numpy()
         lens = b.column("image_length").to_numpy()
         tar, url = (b.column(c).to_numpy(False) for c in ("tar", "url"))
-        if len(out) < int((pos + lens).max(initial=0)) or (pos < 0).any():
+        if (out.dtype != np.uint8 or not out.flags.c_contiguous
+                or len(out) < int((pos + lens).max(initial=0)) or (pos < 0).any()):
             raise ValueError("image places outside the buffer")  # preadv checks nothing
         gap = offs[1:] - BLOCK - (offs[:-1] + lens[:-1])
         joined = np.concatenate([[False], b.column("same").to_numpy(False)[1:] & tar[1:]

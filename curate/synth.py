@@ -6,6 +6,7 @@ Writes img2dataset's layout (``00000.tar`` + ``00000.parquet`` + ``00000_stats.j
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import json
@@ -213,6 +214,7 @@ def make_pool(out: str | Path, n: int = 2000, seed: int = 0, shard_size: int = 5
     rng = random.Random(seed)
     rows: list[dict] = []
     images: dict[str, tuple[Image.Image, bytes, Scene, str]] = {}  # clean originals, by key
+    keys: list[str] = []  # of images, sorted (not re-sorted per duplicate: n log n each)
     used: set[tuple[str, str]] = set()
     cuts = _cumulative(defects)
     for i in range(n):
@@ -229,7 +231,7 @@ def make_pool(out: str | Path, n: int = 2000, seed: int = 0, shard_size: int = 5
                    corrupt_kind=None, empty_caption=False, failed_download=False,
                    **asdict(scene), true_caption=caption)
         if defect in ("near_duplicate", "exact_duplicate") and images:
-            src_key = rng.choice(sorted(images))
+            src_key = rng.choice(keys)
             src_img, src_data, scene, src_caption = images[src_key]
             row.update(asdict(scene), duplicate_of=src_key, duplicate_kind=defect[:-10])
             caption = caption_for(scene, rng)
@@ -263,6 +265,7 @@ def make_pool(out: str | Path, n: int = 2000, seed: int = 0, shard_size: int = 5
             row["failed_download"] = True
         if defect in (None, "mismatched", "abstract"):
             images[key] = (img, data, scene, row["true_caption"])
+            bisect.insort(keys, key)  # sorted, as rng.choice has always seen them
         row.update(caption=caption, image=data,
                    expected_status="failed" if row["corrupt"] or row["empty_caption"]
                    or row["failed_download"] else "ok")
