@@ -1,6 +1,7 @@
 """Export throughput against a raw byte copy of the same images on the same disk (not a test).
 
     .venv/bin/python bench/export.py [--n 30000] [--image-size 256] [--repeats 15]
+    .venv/bin/python bench/export.py --pools POOL [POOL ...]  # several pools as one selection
 
 The raw copy reads each selected image by reference (``os.pread`` at its offset, in the same
 source order as the export) and writes the bytes one after another into one file: the least any
@@ -77,19 +78,20 @@ def peak_rss_mb(ws: Path, selection: str, out: Path) -> float:
     return int(hwm.split()[1]) / 1024  # kB
 
 
-def measure(n: int, image_size: int, repeats: int, root: Path, pool: Path | None = None
-            ) -> dict:
-    """Export of an ``n``-sample pool (written, unless ``pool`` names one, and ingested under
-    ``root`` once, then reused) against a raw copy, ``repeats`` alternating runs; the figures
-    as a dict (see the module doc)."""
-    pool = pool or root / f"pool-{n}-{image_size}"
-    ws = root / f"ws-{n}-{image_size}"
-    if not (pool / "truth.parquet").exists():
+def measure(n: int, image_size: int, repeats: int, root: Path,
+            pool: Path | list[Path] | None = None) -> dict:
+    """Export of an ``n``-sample pool (written, unless ``pool`` names one or several, and
+    ingested under ``root`` once, then reused) against a raw copy, ``repeats`` alternating runs;
+    the figures as a dict (see the module doc)."""
+    pools = [pool] if isinstance(pool, Path) else pool or [root / f"pool-{n}-{image_size}"]
+    ws = root / (f"ws-{n}-{image_size}" if pool is None or isinstance(pool, Path)
+                 else f"ws-{'+'.join(p.name for p in pools)}")
+    if not (pools[0] / "truth.parquet").exists():
         print(f"writing a {n}-sample pool of {image_size}px images ...", file=sys.stderr)
-        make_pool(pool, n, seed=3, shard_size=2000, size=image_size)
+        make_pool(pools[0], n, seed=3, shard_size=2000, size=image_size)
     if not (ws / "selections" / "all.json").exists():
         shutil.rmtree(ws, ignore_errors=True)
-        ingest([str(pool)], ws, progress=False)
+        ingest([str(p) for p in pools], ws, progress=False)
         select(ws, "all", [("where", {"expr": "true"})])
         select(ws, "quarter", [("random", {"amount_": "0.25"})])
     raw_rates, exp_rates, full_rates, raw_cpu, exp_cpu = [], [], [], [], []
@@ -149,8 +151,10 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256, help="img2dataset's default size")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", default="bench/out/export")
+    ap.add_argument("--pools", nargs="+", type=Path,
+                    help="export these img2dataset pools (ingested together) instead of --n")
     a = ap.parse_args()
-    print(json.dumps(measure(a.n, a.image_size, a.repeats, Path(a.out)), indent=2))
+    print(json.dumps(measure(a.n, a.image_size, a.repeats, Path(a.out), a.pools), indent=2))
 
 
 if __name__ == "__main__":
