@@ -76,24 +76,27 @@ def score_columns(con: duckdb.DuckDBPyConnection, columns: list[str] | None
     return {c: pairs[c] for c in dict.fromkeys(columns) if c not in TAKEN}
 
 
-def _rows_sql(cols: Iterable[str]) -> str:
-    """Selected ok samples in source order, numbered from 0, with their export key; those
-    numbered ``$start`` to ``$stop``."""
+def _rows_sql(cols: Iterable[str], start: int, stop: int | None) -> str:
+    """Selected ok samples in source order (one sort, streamed after it), numbered from 0 with
+    their export key; those numbered ``start`` to ``stop``. A streaming window numbers them and
+    flags a row from the same file as the row before."""
     picked = "".join(f", p.{_ident(c)}" for c in cols)
+    limit = "" if stop is None else f" LIMIT {int(stop) - int(start)}"
     return f"""WITH sel AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
-    numbered AS (
-      SELECT row_number() OVER w - 1 AS i,
-             coalesce(lag(p.image_path) OVER w = p.image_path, false) AS same_file,
-             {", ".join("p." + c for c in BASE)}, p.key AS source_key,
+    sorted AS (
+      SELECT {", ".join("p." + c for c in BASE)}, p.key AS source_key,
              sel.rank, sel.reason{picked}
       FROM pairs AS p JOIN sel USING (sample_id) WHERE p.status = 'ok'
-      WINDOW w AS (ORDER BY p.image_path, p.image_offset, p.sample_id)),
-    keyed AS (SELECT lpad(CAST(i AS VARCHAR), $width, '0') AS key, * FROM numbered
-              WHERE i >= $start AND i < $stop ORDER BY i)"""
+      ORDER BY p.image_path, p.image_offset, p.sample_id OFFSET {int(start)}{limit}),
+    numbered AS (
+      SELECT row_number() OVER () - 1 + {int(start)} AS i,
+             coalesce(lag(image_path) OVER () = image_path, false) AS same_file, *
+      FROM sorted),
+    keyed AS (SELECT lpad(CAST(i AS VARCHAR), $width, '0') AS key, * FROM numbered)"""
 
 
 def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int,
-          start: int, stop: int = 1 << 62) -> duckdb.DuckDBPyRelation:
+          start: int, stop: int | None = None) -> duckdb.DuckDBPyRelation:
     """Samples ``start`` to ``stop`` in export order: each image's reference (``tar``: read
     from a tar member, whose header comes just before it; ``same``: from the same file as the
     row before), extension and ingest hash; the bytes of its .txt and .json members; and ``m``,
@@ -111,7 +114,7 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width
         *((c, c) for c in MANIFEST), ("image_bytes", "image_length"),
         *((c, _ident(c)) for c in cols)))
     url = "regexp_matches(image_path, '^(https?|file)://')"
-    return con.sql(f"""{_rows_sql(cols)}
+    return con.sql(f"""{_rows_sql(cols, start, stop)}
         SELECT i, image_path, image_offset, image_length, encode({ext}) AS ext, image_hash,
                source_kind IN ({", ".join(map(_lit, TAR_KINDS))}) AND NOT {url}
                  AND image_offset >= 512 AS tar, {url} AS url,
@@ -119,8 +122,7 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width
                encode(source_key) AS source_key, encode(caption) AS txt,
                encode(CAST(json_object({', '.join(fields)}) AS VARCHAR)) AS js,
                {{{manifest}}} AS m
-        FROM keyed""", params={"sel": str(sel), "width": width, "start": start,
-                                          "stop": stop})
+        FROM keyed""", params={"sel": str(sel), "width": width})
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
