@@ -20,13 +20,14 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curate import __version__
@@ -35,10 +36,10 @@ from curate.export_io import (
     EXTENSIONS,
     STATE,
     Manifest,
+    Prefetch,
     abandon,
     check_sources,
     finish,
-    prefetch,
     prepare_out,
     query,
     score_columns,
@@ -141,26 +142,28 @@ def export(workspace: str | Path, selection: str, out: str | Path,
                                                          "curate-duckdb")})
         types = score_columns(con, columns)
         cols = list(types)
-        total, formats = check_sources(con, sel_path, selection)
-        fingerprint = {"selection": selection, "selection_sha256": _sha256(sel_path),
-                       "workspace": str(ws.root), "name": name, "shard_size": shard_size,
-                       "shard_bytes": shard_bytes, "columns": cols}
-        report = ExportReport(out, name, samples=total,
-                              formats={EXTENSIONS.get(f, f): n for f, n in formats.items()})
-        state = prepare_out(out, fingerprint)
-        if state is None:  # this very export is already there
-            report.shards_skipped = len(read_json(out / DONE)["shards"])
-            return _finished(report, read_json(out / DONE)["shards"], t0)
-        report.shards_skipped = len(state["shards"])
-        width = max(9, len(str(total - 1)))
-        try:
-            _write_shards(con, sel_path, types, width, state, out, (shard_size, shard_bytes),
-                          verify, report, progress)
-        except SourceChanged as e:
-            abandon(out, name)
-            raise CurateError(f"{e}. Nothing was exported (partial shards removed); put "
-                              "the sources back as they were at ingest, or ingest them into a "
-                              "new workspace") from None
+        rows = pq.ParquetFile(sel_path).metadata.num_rows  # what check_sources counts
+        width = max(9, len(str(rows - 1)))
+        with Prefetch(_batches(con.cursor(), sel_path, types, width)) as batches:
+            total, formats = check_sources(con, sel_path, selection)  # while DuckDB sorts
+            fingerprint = {"selection": selection, "selection_sha256": _sha256(sel_path),
+                           "workspace": str(ws.root), "name": name, "shard_size": shard_size,
+                           "shard_bytes": shard_bytes, "columns": cols}
+            report = ExportReport(out, name, samples=total,
+                                  formats={EXTENSIONS.get(f, f): n for f, n in formats.items()})
+            state = prepare_out(out, fingerprint)
+            if state is None:  # this very export is already there
+                report.shards_skipped = len(read_json(out / DONE)["shards"])
+                return _finished(report, read_json(out / DONE)["shards"], t0)
+            report.shards_skipped = len(state["shards"])
+            try:
+                _write_shards(batches, width, state, out, (shard_size, shard_bytes), verify,
+                              report, progress)
+            except SourceChanged as e:
+                abandon(out, name)
+                raise CurateError(f"{e}. Nothing was exported (partial shards removed); put "
+                                  "the sources back as they were at ingest, or ingest them "
+                                  "into a new workspace") from None
     info = {"format": "webdataset", "name": name, "selection": selection,
             "fingerprint": fingerprint, "samples": total, "columns": cols,
             "image_formats": report.formats, "key_format": f"%0{width}d",
@@ -180,12 +183,19 @@ def _finished(report: ExportReport, shards: list[dict], t0: float) -> ExportRepo
     return report
 
 
-def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int,
-                  state: dict, out: Path, limits: tuple[int | None, int | None], verify: str,
-                  report: ExportReport, progress: bool) -> None:
+def _batches(cur: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int
+             ) -> Iterator[pa.RecordBatch]:
+    """The export query's rows (``export_io.query``) on a cursor of its own, 1,024 at a time."""
+    with cur:
+        yield from query(cur, sel, cols, width).to_arrow_reader(1024)
+
+
+def _write_shards(batches: Iterable[pa.RecordBatch], width: int, state: dict, out: Path,
+                  limits: tuple[int | None, int | None], verify: str, report: ExportReport,
+                  progress: bool) -> None:
     """Stream the samples after the shards ``state`` records into new shards, a slice of at
     most ``STEP`` image bytes at a time (memory stays flat however large the images), and the
-    manifest beside them."""
+    manifest of all of them beside."""
     start = sum(s["samples"] for s in state["shards"])
     reader = SourceReader(verify)
     shards = _Shards(out, report.name, state, limits, report)
@@ -193,22 +203,20 @@ def _write_shards(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str
                file=sys.stderr, disable=not progress, mininterval=1.0, delay=1.0)
     try:  # the query (a thread), reading and laying out (here), writing (the sink) overlap
         with atomic_path(out / "manifest.parquet") as tmp:
-            manifest = Manifest(tmp)
-            if start:  # the manifest rows of the shards a killed run finished
-                for batch in query(con, sel, cols, width, 0, start).to_arrow_reader(65536):
-                    manifest.add(batch, shards.planned)
-            nxt = start
-            for batch in prefetch(query(con, sel, cols, width, start).to_arrow_reader(1024)):
+            manifest, nxt = Manifest(tmp), 0
+            for batch in batches:
                 i = batch.column("i").to_numpy()  # keys follow on: the order DuckDB promised
                 if i[0] != nxt or (np.diff(i) != 1).any():
                     raise RuntimeError(f"export rows out of order at key {nxt}")
                 nxt += batch.num_rows
-                cum = np.cumsum(batch.column("image_length").to_numpy())
-                cuts = [0, *np.flatnonzero(np.diff(cum // STEP)) + 1, batch.num_rows]
+                new = batch.slice(max(0, start - int(i[0])))  # not in a resumed run's shards
+                cum = np.cumsum(new.column("image_length").to_numpy())
+                cuts = [0, *np.flatnonzero(np.diff(cum // STEP)) + 1, new.num_rows]
                 for a, e in zip(cuts, cuts[1:], strict=False):
-                    _add_part(batch.slice(a, e - a), width, reader, shards)
+                    if e > a:
+                        _add_part(new.slice(a, e - a), width, reader, shards)
                 manifest.add(batch, shards.planned)
-                bar.update(batch.num_rows)
+                bar.update(new.num_rows)
             shards.sink.close()
             manifest.close()  # while the last shards drain
         shards.sink.finish()

@@ -9,7 +9,7 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import duckdb
 import numpy as np
@@ -76,28 +76,27 @@ def score_columns(con: duckdb.DuckDBPyConnection, columns: list[str] | None
     return {c: pairs[c] for c in dict.fromkeys(columns) if c not in TAKEN}
 
 
-def _rows_sql(cols: Iterable[str], start: int, stop: int | None) -> str:
+def _rows_sql(cols: Iterable[str]) -> str:
     """Selected ok samples in source order (one sort, streamed after it), numbered from 0 with
-    their export key; those numbered ``start`` to ``stop``. A streaming window numbers them and
-    flags a row from the same file as the row before."""
+    their export key by a streaming window, which also flags a row from the same file as the
+    row before."""
     picked = "".join(f", p.{_ident(c)}" for c in cols)
-    limit = "" if stop is None else f" LIMIT {int(stop) - int(start)}"
     return f"""WITH sel AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
     sorted AS (
       SELECT {", ".join("p." + c for c in BASE)}, p.key AS source_key,
              sel.rank, sel.reason{picked}
       FROM pairs AS p JOIN sel USING (sample_id) WHERE p.status = 'ok'
-      ORDER BY p.image_path, p.image_offset, p.sample_id OFFSET {int(start)}{limit}),
+      ORDER BY p.image_path, p.image_offset, p.sample_id),
     numbered AS (
-      SELECT row_number() OVER () - 1 + {int(start)} AS i,
+      SELECT row_number() OVER () - 1 AS i,
              coalesce(lag(image_path) OVER () = image_path, false) AS same_file, *
       FROM sorted),
     keyed AS (SELECT lpad(CAST(i AS VARCHAR), $width, '0') AS key, * FROM numbered)"""
 
 
-def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int,
-          start: int, stop: int | None = None) -> duckdb.DuckDBPyRelation:
-    """Samples ``start`` to ``stop`` in export order: each image's reference (``tar``: read
+def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int
+          ) -> duckdb.DuckDBPyRelation:
+    """The selected samples in export order: each image's reference (``tar``: read
     from a tar member, whose header comes just before it; ``same``: from the same file as the
     row before), extension and ingest hash; the bytes of its .txt and .json members; and ``m``,
     its manifest row (a struct, so no score column's name can clash with these)."""
@@ -114,7 +113,7 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width
         *((c, c) for c in MANIFEST), ("image_bytes", "image_length"),
         *((c, _ident(c)) for c in cols)))
     url = "regexp_matches(image_path, '^(https?|file)://')"
-    return con.sql(f"""{_rows_sql(cols, start, stop)}
+    return con.sql(f"""{_rows_sql(cols)}
         SELECT i, image_path, image_offset, image_length, encode({ext}) AS ext, image_hash,
                source_kind IN ({", ".join(map(_lit, TAR_KINDS))}) AND NOT {url}
                  AND image_offset >= 512 AS tar, {url} AS url,
@@ -125,35 +124,47 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width
         FROM keyed""", params={"sel": str(sel), "width": width})
 
 
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """The items, produced ahead by a background thread (DuckDB, reads and numba kernels run
-    without the GIL, so producer and consumer overlap)."""
-    q: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
+class Prefetch(Generic[T]):
+    """The items, produced ahead by a background thread that starts at once (DuckDB, reads
+    and numba kernels run without the GIL, so producer and consumer overlap, and the export's
+    query sorts while its source checks run). Use it as a context manager: leaving it stops
+    the producer and waits for it."""
 
-    def produce() -> None:
+    def __init__(self, items: Iterable[T], depth: int = 2) -> None:
+        self.q: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, args=(items,), daemon=True)
+        self.thread.start()
+
+    def _produce(self, items: Iterable[T]) -> None:
         try:
             for item in items:
-                if stop.is_set():
+                if self.stop.is_set():
                     return
-                q.put(item)
-            q.put(None)
+                self.q.put(item)
+            self.q.put(None)
         except Exception as e:  # handed to the consumer, which raises it
-            q.put(e)
+            self.q.put(e)
+        finally:  # a generator's clean-up (closing its cursor) runs on this thread
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not None:
+    def __iter__(self) -> Iterator[T]:
+        while (item := self.q.get()) is not None:
             if isinstance(item, Exception):
                 raise item
             yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
+
+    def __enter__(self) -> Prefetch[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        while self.thread.is_alive():  # unblock a producer waiting on a full queue
             with contextlib.suppress(queue.Empty):
-                q.get(timeout=0.05)
-        thread.join()
+                self.q.get(timeout=0.05)
+        self.thread.join()
 
 
 def check_sources(con: duckdb.DuckDBPyConnection, sel: Path, selection: str
