@@ -6,7 +6,7 @@
 The raw copy reads each selected image by reference (``os.pread`` at its offset, in the same
 source order as the export) and writes the bytes one after another into one file: the least any
 export must do. ``curate export`` (default ``--verify sample``; the data card is left out, it is
-a fixed cost) writes tars with .txt and .json members, hashes every shard (sha256) and checks
+a fixed cost) writes tars with .txt and .json members, hashes every shard (BLAKE3) and checks
 every image's source header and every 16th image's ingest hash. Runs alternate so both see the
 same machine load, each after ``sync`` so none pays for the last one's writeback; the ratio is
 the median export rate over the median raw rate (target >= 0.7); the median of the per-repeat

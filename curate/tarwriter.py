@@ -87,9 +87,10 @@ def _header(copy, out, p, key, width, ext, length):  # noqa: ANN001, ANN202
 
 @numba.njit(cache=True, nogil=True)
 def _pad(out, p, length):  # noqa: ANN001, ANN202
-    for q in range(p, p + (BLOCK - length % BLOCK) % BLOCK):
+    end = p + (BLOCK - length % BLOCK) % BLOCK
+    for q in range(p, end):
         out[q] = 0
-    return p + (BLOCK - length % BLOCK) % BLOCK
+    return end
 
 
 @numba.njit(cache=True, nogil=True)
@@ -222,8 +223,6 @@ class Sink:
                     _write_all(fd, pieces)
                     if owner is not None:
                         self.buffers.put(owner)
-                elif kind == "release":
-                    arg[0].put(arg[1])
                 else:
                     os.close(fd)
                     fd = -1
@@ -260,10 +259,6 @@ class Sink:
         self._put(("data", (pieces, owner, check)))
         self.open.size += sum(len(p) for p in pieces)
         self.open.samples += samples
-
-    def release(self, pool: Buffers, buf: np.ndarray) -> None:
-        """Hand ``buf`` back to ``pool`` once everything queued before has been written."""
-        self._put(("release", (pool, buf)))
 
     def close(self) -> None:
         """End the open shard (end-of-archive blocks); it is renamed once written."""
