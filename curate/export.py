@@ -40,6 +40,7 @@ from curate.export_io import (
     abandon,
     check_sources,
     finish,
+    gc_paused,
     prepare_out,
     query,
     score_columns,
@@ -136,7 +137,7 @@ def export(workspace: str | Path, selection: str, out: str | Path,
     if out == ws.root or (ws.root in out.parents
                           and out.relative_to(ws.root).parts[0] in RESERVED):
         raise CurateError(f"{out} is one of the workspace's own folders; export elsewhere")
-    with ws.snapshot() as con:  # no lock on the catalog while the export runs
+    with ws.snapshot() as con, gc_paused():  # no lock on the catalog while the export runs
         con.execute("SET memory_limit = '512MB'")  # DuckDB's sort spills beyond: memory flat
         con.execute("SET temp_directory = $t", {"t": str(Path(tempfile.gettempdir()) /
                                                          "curate-duckdb")})
@@ -202,8 +203,8 @@ def _write_shards(batches: Iterable[pa.RecordBatch], width: int, state: dict, ou
     bar = tqdm(total=report.samples, initial=start, desc="export", unit=" samples",
                file=sys.stderr, disable=not progress, mininterval=1.0, delay=1.0)
     try:  # the query (a thread), reading and laying out (here), writing (the sink) overlap
-        with atomic_path(out / "manifest.parquet") as tmp:
-            manifest, nxt = Manifest(tmp), 0
+        with atomic_path(out / "manifest.parquet") as tmp, Manifest(tmp) as manifest:
+            nxt = 0
             for batch in batches:
                 i = batch.column("i").to_numpy()  # keys follow on: the order DuckDB promised
                 if i[0] != nxt or (np.diff(i) != 1).any():
@@ -219,7 +220,7 @@ def _write_shards(batches: Iterable[pa.RecordBatch], width: int, state: dict, ou
                 bar.update(new.num_rows)
             shards.sink.close()
             manifest.close()  # while the last shards drain
-        shards.sink.finish()
+            shards.sink.finish()  # a failed check raises here: no manifest then
     finally:
         shards.sink.abort()
         report.verified = reader.verified

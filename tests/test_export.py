@@ -375,3 +375,43 @@ def test_tar_layout_matches_the_reference_headers_and_tarfile_reads_it() -> None
     with pytest.raises(ValueError, match="not the samples' size"):
         tar_blocks(keys, 11, img_len, arrow_like(exts), arrow_like(txts), arrow_like(jss),
                    out[:-1])
+
+
+def test_manifest_rows_stream_out_in_order_a_row_group_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows go out a group at a time on the manifest's own thread, each with the shard it
+    starts in, in key order; a failure on that thread is raised by close."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.export_io import Manifest
+
+    monkeypatch.setattr(Manifest, "ROWS", 5)
+    shards = [{"name": "a-000000.tar", "first": 0}, {"name": "a-000001.tar", "first": 9}]
+    batches = []
+    for start in range(0, 23, 4):  # batches of 4 rows (the last of 3), keys 0..22
+        keys = list(range(start, min(start + 4, 23)))
+        m = pa.StructArray.from_arrays([pa.array([f"{k:09d}" for k in keys]),
+                                        pa.array([f"id{k}" for k in keys]),
+                                        pa.array(["keep"] * len(keys))],
+                                       names=["key", "sample_id", "reason"])
+        batches.append(pa.RecordBatch.from_arrays([pa.array(keys, pa.int64()), m], ["i", "m"]))
+    with Manifest(tmp_path / "m.parquet") as man:
+        for b in batches:
+            man.add(b, shards)
+        man.close()
+    f = pq.ParquetFile(tmp_path / "m.parquet")
+    got = f.read().to_pylist()
+    # flushed once 5 or more rows wait: 4 + 4, 4 + 4, 4 + 3
+    assert [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)] == [8, 8, 7]
+    assert [r["key"] for r in got] == [f"{k:09d}" for k in range(23)]
+    assert [r["shard"] for r in got] == ["a-000000.tar"] * 9 + ["a-000001.tar"] * 14
+    assert got[3] == {"key": "000000003", "shard": "a-000000.tar", "sample_id": "id3",
+                      "reason": "keep"}
+    with pytest.raises(pa.ArrowInvalid):  # a batch whose schema differs fails on the thread
+        with Manifest(tmp_path / "bad.parquet") as man:
+            man.add(batches[0], shards)
+            odd = pa.StructArray.from_arrays([pa.array([1])], names=["other"])
+            man.add(pa.RecordBatch.from_arrays([pa.array([4], pa.int64()), odd], ["i", "m"]),
+                    shards)
+            man.close()
