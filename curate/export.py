@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,7 +55,14 @@ from curate.tarwriter import (
     sample_size,
     tar_blocks,
 )
-from curate.workspace import CurateError, Workspace, atomic_path, read_json, write_json
+from curate.workspace import (
+    CurateError,
+    Workspace,
+    atomic_path,
+    cursor,
+    read_json,
+    write_json,
+)
 
 STEP = 4 << 20  # image bytes read and laid out at a time (stays in cache until written)
 DEFAULT_SHARD_SIZE = 10_000  # img2dataset's default; open_clip needs shards >= workers x GPUs
@@ -137,15 +143,14 @@ def export(workspace: str | Path, selection: str, out: str | Path,
     if out == ws.root or (ws.root in out.parents
                           and out.relative_to(ws.root).parts[0] in RESERVED):
         raise CurateError(f"{out} is one of the workspace's own folders; export elsewhere")
-    with ws.snapshot() as con, gc_paused():  # no lock on the catalog while the export runs
-        con.execute("SET memory_limit = '512MB'")  # DuckDB's sort spills beyond: memory flat
-        con.execute("SET temp_directory = $t", {"t": str(Path(tempfile.gettempdir()) /
-                                                         "curate-duckdb")})
+    # no lock on the catalog while the export runs; DuckDB's sort spills past memory_db's
+    # memory limit, so memory stays flat
+    with ws.snapshot() as con, gc_paused():
         types = score_columns(con, columns)
         cols = list(types)
         rows = pq.ParquetFile(sel_path).metadata.num_rows  # what check_sources counts
         width = max(9, len(str(rows - 1)))
-        with Prefetch(_batches(con.cursor(), sel_path, types, width)) as batches:
+        with Prefetch(_batches(cursor(con), sel_path, types, width)) as batches:
             total, formats = check_sources(con, sel_path, selection)  # while DuckDB sorts
             fingerprint = {"selection": selection, "selection_sha256": _sha256(sel_path),
                            "workspace": str(ws.root), "name": name, "shard_size": shard_size,

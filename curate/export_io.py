@@ -56,7 +56,8 @@ def _types(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {"pairs": {}, "samples": {}}
     for view, col, kind in con.execute(
             "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE table_name "
-            "IN ('pairs', 'samples') AND NOT internal ORDER BY table_name, column_index"
+            "IN ('pairs', 'samples') AND NOT internal AND database_name = current_database() "
+            "ORDER BY table_name, column_index"
             ).fetchall():
         out[view][col] = kind
     return out

@@ -100,8 +100,9 @@ def check_map(ws: Workspace, name: str, con: duckdb.DuckDBPyConnection | None = 
     own = con is None
     con = con or catalog(ws)
     try:
-        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() "
-                                           "WHERE NOT internal").fetchall()}
+        views = {r[0] for r in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal "
+            "AND database_name = current_database()").fetchall()}
         if view not in views:
             return (f"map {name!r} was made from embeddings/{key}, which are gone; run "
                     f"`curate embed` and `curate map -w {ws.root} --name {name}` again")
