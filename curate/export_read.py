@@ -21,15 +21,14 @@ import numpy as np
 import pyarrow as pa
 
 from curate.images import fetch_url
-from curate.tarwriter import Buffers
+from curate.tarwriter import LIBC, Buffers
 
 BLOCK = 512
 VERIFY_EVERY = 16
 GAP = 16 << 10  # neighbouring images come in one read when at most 16 KB lie between them
 IOV_ROWS = 341  # rows per preadv: 3 iovecs each, within the kernel's IOV_MAX (1024)
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_LIBC.preadv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64]
-_LIBC.preadv.restype = ctypes.c_ssize_t
+LIBC.preadv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64]
+LIBC.preadv.restype = ctypes.c_ssize_t
 
 
 class SourceChanged(Exception):
@@ -86,7 +85,7 @@ def _preadv(fd: int, iov: np.ndarray, offset: int) -> int:
     """``preadv(2)`` of an array of ``iovec`` structs (address, length as uint64 pairs); the
     bytes read, or -1."""
     while True:
-        got = _LIBC.preadv(fd, iov.ctypes.data, iov.shape[0] * iov.shape[1], offset)
+        got = LIBC.preadv(fd, iov.ctypes.data, iov.shape[0] * iov.shape[1], offset)
         if got >= 0 or ctypes.get_errno() != errno.EINTR:
             return got
 

@@ -146,8 +146,8 @@ def sample_size(img_len: np.ndarray, txt_len: np.ndarray, js_len: np.ndarray) ->
 WRITE = 256 << 10  # bytes per write(2); see _write_all
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-WRITE_FN = _LIBC.write  # called from numba without the GIL; see _write_all
+LIBC = ctypes.CDLL(None, use_errno=True)  # export_read's preadv comes from here too
+WRITE_FN = LIBC.write  # called from numba without the GIL; see _write_all
 WRITE_FN.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
 WRITE_FN.restype = ctypes.c_ssize_t
 

@@ -76,6 +76,13 @@ def memory_db() -> duckdb.DuckDBPyConnection:
         return _MEMORY_DB[1]
 
 
+def view_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The views of the database ``con`` uses (not those of other snapshots)."""
+    return {r[0] for r in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal "
+        "AND database_name = current_database()").fetchall()}
+
+
 def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """Another connection to the database ``con`` uses (a snapshot's: its views)."""
     db = con.execute("SELECT current_database()").fetchall()[0][0]
@@ -165,10 +172,7 @@ class Workspace:
         for d in self.pass_dirs("scores"):
             if any(d.glob("part-*.parquet")):
                 views[f"scores_{_ident(d.name)}"] = f"SELECT * FROM read_parquet('{glob(d)}')"
-        existing = {r[0] for r in con.execute(
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal "
-            "AND database_name = current_database()").fetchall()}
-        for name in existing - set(views) - {"pairs"}:
+        for name in view_names(con) - set(views) - {"pairs"}:
             con.execute(f'DROP VIEW IF EXISTS "{name}"')
         for name, sql in views.items():
             con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')

@@ -6,11 +6,7 @@ import threading
 from pathlib import Path
 
 from curate.workspace import Workspace, cursor, memory_db
-
-
-def _views(con) -> set[str]:  # noqa: ANN001
-    return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal "
-                                      "AND database_name = current_database()").fetchall()}
+from curate.workspace import view_names as _views
 
 
 def test_snapshots_are_isolated_and_go_when_left(ingested: Path, embedded: Path) -> None:

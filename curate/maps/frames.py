@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from curate.maps.io import list_maps, map_path, read_manifest
-from curate.workspace import CurateError, Workspace, _ident
+from curate.workspace import CurateError, Workspace, _ident, view_names
 
 MAP_COLUMNS = ("sample_id", "x", "y", "cluster", "cluster_label")
 
@@ -100,10 +100,7 @@ def check_map(ws: Workspace, name: str, con: duckdb.DuckDBPyConnection | None = 
     own = con is None
     con = con or catalog(ws)
     try:
-        views = {r[0] for r in con.execute(
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal "
-            "AND database_name = current_database()").fetchall()}
-        if view not in views:
+        if view not in view_names(con):
             return (f"map {name!r} was made from embeddings/{key}, which are gone; run "
                     f"`curate embed` and `curate map -w {ws.root} --name {name}` again")
         ok = "" if kind == "text" else "WHERE e.status = 'ok'"
