@@ -131,7 +131,8 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width
 def gc_paused() -> Iterator[None]:
     """Python's cycle collector off meanwhile (as it was after): a full collection walks every
     object the process holds, 155k once numba, DuckDB and pyarrow are imported, and took 80 ms
-    on the dev VM in one export of five; an export makes no cycles worth collecting."""
+    on the dev VM in one export of five; an export leaves ~900 objects of cyclic garbage (DuckDB's
+    Python layer), which the next collection after it takes."""
     was = gc.isenabled()
     gc.disable()
     try:
