@@ -155,20 +155,37 @@ def process(factory: Factory, cluster: Cluster
                              compute=pool, num_cpus=cluster.cpus_per_actor,
                              num_gpus=1 if cluster.gpus else 0)
         rows = iter(out.iter_rows())
-        while True:
-            try:
-                row = next(rows)
-            except StopIteration:
-                return
-            except ray.exceptions.RayError as e:  # a lost actor or node, not the pass's error
-                raise CurateError(f"the Ray job failed: {_line(e)}; finished parts are kept, "
-                                  "rerun to resume") from None
-            if row["error"]:
-                name = Path(row["part"]).name
-                raise CurateError(f"{name} failed on a Ray actor: {row['error']}; finished "
-                                  "parts are kept, rerun to resume")
-            table = pa.ipc.open_stream(pa.py_buffer(row["table"])).read_all()
-            advance(int(row["rows"]))
-            yield by_name[row["part"]], table
+        try:
+            yield from _collect(rows, by_name, advance)
+        finally:  # a consumer that stops early stops Ray Data's iterator thread too
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
 
     return run
+
+
+def _collect(rows: Iterator[dict], by_name: dict[str, Path], advance: Callable[[int], None]
+             ) -> Iterator[tuple[Path, pa.Table]]:
+    """Yield every part that succeeded, then raise for the first that failed. Reading the
+    stream to its end keeps the other actors' work and lets Ray Data's iterator thread finish:
+    one still running at ``ray.shutdown()`` touches the dead core worker, which exits 1."""
+    import ray
+    failed: list[str] = []
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except ray.exceptions.RayError as e:  # a lost actor or node, not the pass's error
+            raise CurateError(f"the Ray job failed: {_line(e)}; finished parts are kept, "
+                              "rerun to resume") from None
+        if row["error"]:
+            failed.append(f"{Path(row['part']).name} failed on a Ray actor: {row['error']}")
+            continue
+        table = pa.ipc.open_stream(pa.py_buffer(row["table"])).read_all()
+        advance(int(row["rows"]))
+        yield by_name[row["part"]], table
+    if failed:
+        more = f" (and {len(failed) - 1} more parts)" if len(failed) > 1 else ""
+        raise CurateError(f"{failed[0]}{more}; finished parts are kept, rerun to resume")
