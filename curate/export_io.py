@@ -39,8 +39,9 @@ BASE = ("sample_id", "caption", "url", "width", "height", "orig_width", "orig_he
         "image_offset", "image_length", "image_format")
 # what manifest.parquet holds per sample besides its shard, image_bytes and the chosen columns
 MANIFEST = ("key", "sample_id", "rank", "reason", "caption", "url", "image_format")
+REMOTE = ("http://", "https://", "file://")  # image paths that are fetched, not read
 TAR_KINDS = ("img2dataset", "webdataset")  # sources whose images are tar members
-TAKEN = {*BASE, "i", "key", "source_key", "rank", "reason"}
+TAKEN = {*BASE, "i", "key", "source_key", "rank", "reason", "shard", "image_bytes"}
 
 
 def _ident(name: str) -> str:
@@ -80,15 +81,16 @@ def score_columns(con: duckdb.DuckDBPyConnection, columns: list[str] | None
 
 
 def _rows_sql(cols: Iterable[str]) -> str:
-    """Selected ok samples in source order (one sort, streamed after it), numbered from 0 with
+    """Selected samples in source order (one sort, streamed after it), numbered from 0 with
     their export key by a streaming window, which also flags a row from the same file as the
-    row before."""
+    row before. ``check_sources`` makes sure first that each is an ok sample: a filter on
+    ``status`` here would make DuckDB build the join's hash table on the wide samples side."""
     picked = "".join(f", p.{_ident(c)}" for c in cols)
     return f"""WITH sel AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
     sorted AS (
       SELECT {", ".join("p." + c for c in BASE)}, p.key AS source_key,
              sel.rank, sel.reason{picked}
-      FROM pairs AS p JOIN sel USING (sample_id) WHERE p.status = 'ok'
+      FROM pairs AS p JOIN sel USING (sample_id)
       ORDER BY p.image_path, p.image_offset, p.sample_id),
     numbered AS (
       SELECT row_number() OVER () - 1 AS i,
@@ -99,10 +101,12 @@ def _rows_sql(cols: Iterable[str]) -> str:
 
 def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int
           ) -> duckdb.DuckDBPyRelation:
-    """The selected samples in export order: each image's reference (``tar``: read
-    from a tar member, whose header comes just before it; ``same``: from the same file as the
-    row before), extension and ingest hash; the bytes of its .txt and .json members; and ``m``,
-    its manifest row (a struct, so no score column's name can clash with these)."""
+    """The selected samples in export order: each image's reference (``tar``: read from a tar
+    member, whose header comes just before it; ``remote``: fetched from its URL; ``same``: from
+    the same file as the row before), extension and ingest hash; the texts of its .txt and
+    .json members; and its manifest row (``MANIFEST``'s columns, the caption as ``txt``, and
+    the chosen columns as ``m.NAME``, so no score column's name can clash with these). Strings
+    stay strings: Arrow lays them out as the tar writer takes bytes (one buffer, offsets)."""
     fields = [f"{_lit(k)}, {v}" for k, v in FIXED.items()]
     for c, kind in cols.items():  # JSON has no NaN or Infinity: those become null
         v = f"keyed.{_ident(c)}"
@@ -112,18 +116,15 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width
     fields.append("'meta', json(meta)")
     ext = "CASE image_format " + " ".join(f"WHEN {_lit(f)} THEN {_lit(e)}" for f, e in
                                           EXTENSIONS.items()) + " ELSE image_format END"
-    manifest = ", ".join(f"{_lit(c)}: {v}" for c, v in (
-        *((c, c) for c in MANIFEST), ("image_bytes", "image_length"),
-        *((c, _ident(c)) for c in cols)))
-    url = "regexp_matches(image_path, '^(https?|file)://')"
+    remote = " OR ".join(f"starts_with(image_path, {_lit(p)})" for p in REMOTE)
+    picked = "".join(f", {_ident(c)} AS {_ident('m.' + c)}" for c in cols)
     return con.sql(f"""{_rows_sql(cols)}
-        SELECT i, image_path, image_offset, image_length, encode({ext}) AS ext, image_hash,
-               source_kind IN ({", ".join(map(_lit, TAR_KINDS))}) AND NOT {url}
-                 AND image_offset >= 512 AS tar, {url} AS url,
-               same_file AS same,
-               encode(source_key) AS source_key, encode(caption) AS txt,
-               encode(CAST(json_object({', '.join(fields)}) AS VARCHAR)) AS js,
-               {{{manifest}}} AS m
+        SELECT i, image_path, image_offset, image_length, {ext} AS ext, image_hash,
+               source_kind IN ({", ".join(map(_lit, TAR_KINDS))}) AND NOT ({remote})
+                 AND image_offset >= 512 AS tar, ({remote}) AS remote,
+               same_file AS same, source_key, caption AS txt,
+               CAST(json_object({', '.join(fields)}) AS VARCHAR) AS js,
+               key, sample_id, rank, reason, url, image_format{picked}
         FROM keyed""", params={"sel": str(sel), "width": width})
 
 
@@ -285,12 +286,18 @@ class Manifest:
         self.written: list[Future] = []
 
     def add(self, batch: pa.RecordBatch, shards: list[dict]) -> None:
-        """Rows of ``batch`` (``i`` and ``m``), whose shards all start in ``shards``."""
+        """Rows of ``batch`` (``export_io.query``'s), whose shards all start in ``shards``."""
         firsts = np.array([s["first"] for s in shards])
         at = np.searchsorted(firsts, batch.column("i").to_numpy(), side="right") - 1
-        t = pa.Table.from_struct_array(batch.column("m"))
-        self.pending.append(t.add_column(1, "shard", pa.array([s["name"] for s in shards],
-                                                              pa.string()).take(at)))
+        names = batch.schema.names
+        columns = {"key": batch.column("key"),
+                   "shard": pa.array([s["name"] for s in shards], pa.string()).take(at),
+                   **{c: batch.column(c) for c in MANIFEST[1:] if c != "caption"},
+                   "caption": batch.column("txt"), "image_bytes": batch.column("image_length"),
+                   **{c[2:]: batch.column(c) for c in names if c.startswith("m.")}}
+        order = ["key", "shard", *MANIFEST[1:], "image_bytes"]
+        t = pa.table({c: columns[c] for c in [*order, *(k for k in columns if k not in order)]})
+        self.pending.append(t)
         self.rows += t.num_rows
         if self.rows >= self.ROWS:
             self._flush()

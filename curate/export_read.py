@@ -126,7 +126,7 @@ class SourceReader:
 
     def read_into(self, b: pa.RecordBatch, out: np.ndarray, pos: np.ndarray) -> list[int]:
         """Read the images of a batch (``export_io.query``'s rows: ``i``, ``image_path``,
-        ``image_offset``, ``image_length``, ``tar``, ``url``, ``same``, ``source_key`` as bytes,
+        ``image_offset``, ``image_length``, ``tar``, ``remote``, ``same``, ``source_key``,
         ``image_hash``) straight to ``out[pos[r]:pos[r] + length]`` (their places in the tar
         being laid out: no copy after the read), checking each against its source tar header.
         Returns the rows whose ingest hash is to be checked (``check_hashes``: every 16th, the
@@ -139,7 +139,7 @@ class SourceReader:
         paths = b.column("image_path")
         offs = b.column("image_offset").to_numpy()
         lens = b.column("image_length").to_numpy()
-        tar, url = (b.column(c).to_numpy(False) for c in ("tar", "url"))
+        tar, url = (b.column(c).to_numpy(False) for c in ("tar", "remote"))
         if (out.dtype != np.uint8 or not out.flags.c_contiguous
                 or len(out) < int((pos + lens).max(initial=0)) or (pos < 0).any()):
             raise ValueError("image places outside the buffer")  # preadv checks nothing
@@ -213,7 +213,7 @@ class SourceReader:
             if image_hash(out[pos[r]:pos[r] + lens[r]]) != h:
                 raise SourceChanged(
                     f"source {b.column('image_path')[r].as_py()} changed since ingest: the image "
-                    f"of key {b.column('source_key')[r].as_py().decode()} at byte "
+                    f"of key {b.column('source_key')[r].as_py()} at byte "
                     f"{b.column('image_offset')[r].as_py()} does not have its ingest hash")
 
     def _fetch(self, url: str) -> bytes:
@@ -227,7 +227,7 @@ class SourceReader:
         keys, key_at = binary(b.column("source_key"))
         ok = _fast_headers(buf, at, lens, keys, key_at, tar)
         for r in np.flatnonzero(~ok):
-            key = b.column("source_key")[r].as_py().decode()
+            key = b.column("source_key")[r].as_py()
             if not header_matches(buf[at[r] - BLOCK:at[r]].tobytes(), key, int(lens[r])):
                 raise SourceChanged(
                     f"source shard {b.column('image_path')[r].as_py()} changed since ingest: "

@@ -304,9 +304,9 @@ def test_reads_land_in_place_across_runs_gaps_and_files(tmp_path: Path) -> None:
         "image_offset": [offsets.get(k, 0) for _, k, _ in keep],
         "image_length": [len(d) for _, _, d in keep],
         "tar": [k in offsets for _, k, _ in keep],  # what export_io.query says of each row
-        "url": [False] * len(keep),
+        "remote": [False] * len(keep),
         "same": [False] + [a[0] == b[0] for a, b in zip(keep, keep[1:], strict=False)],
-        "source_key": [k.encode() for _, k, _ in keep],
+        "source_key": [k for _, k, _ in keep],
         "image_hash": [ingest_hash(d) for _, _, d in keep]})
     lens = np.array([len(d) for _, _, d in keep])
     pos = np.concatenate([[0], np.cumsum(lens + 7)[:-1]]) + 3
@@ -388,16 +388,20 @@ def test_manifest_rows_stream_out_in_order_a_row_group_at_a_time(
 
     monkeypatch.setattr(Manifest, "ROWS", 5)
     shards = [{"name": "a-000000.tar", "first": 0}, {"name": "a-000001.tar", "first": 9}]
-    batches = []
-    for start in range(0, 23, 4):  # batches of 4 rows (the last of 3), keys 0..22
-        keys = list(range(start, min(start + 4, 23)))
-        m = pa.StructArray.from_arrays([pa.array([f"{k:09d}" for k in keys]),
-                                        pa.array([f"id{k}" for k in keys]),
-                                        pa.array(["keep"] * len(keys))],
-                                       names=["key", "sample_id", "reason"])
-        batches.append(pa.RecordBatch.from_arrays([pa.array(keys, pa.int64()), m], ["i", "m"]))
+    def batch(keys: list[int], score: pa.Array | None = None) -> pa.RecordBatch:
+        """export_io.query's columns the manifest takes, and one chosen column"""
+        n = len(keys)
+        return pa.RecordBatch.from_pydict({
+            "i": pa.array(keys, pa.int64()), "key": [f"{k:09d}" for k in keys],
+            "sample_id": [f"id{k}" for k in keys], "rank": list(keys), "reason": ["keep"] * n,
+            "txt": [f"cap {k}" for k in keys], "url": [None] * n, "image_format": ["jpeg"] * n,
+            "image_length": [100 + k for k in keys],
+            "m.clip_score": score if score is not None else pa.array(
+                [k / 10 for k in keys], pa.float32())})
+
+    batches = [batch(list(range(start, min(start + 4, 23)))) for start in range(0, 23, 4)]
     with Manifest(tmp_path / "m.parquet") as man:
-        for b in batches:
+        for b in batches:  # batches of 4 rows (the last of 3), keys 0..22
             man.add(b, shards)
         man.close()
     f = pq.ParquetFile(tmp_path / "m.parquet")
@@ -407,11 +411,11 @@ def test_manifest_rows_stream_out_in_order_a_row_group_at_a_time(
     assert [r["key"] for r in got] == [f"{k:09d}" for k in range(23)]
     assert [r["shard"] for r in got] == ["a-000000.tar"] * 9 + ["a-000001.tar"] * 14
     assert got[3] == {"key": "000000003", "shard": "a-000000.tar", "sample_id": "id3",
-                      "reason": "keep"}
+                      "rank": 3, "reason": "keep", "caption": "cap 3", "url": None,
+                      "image_format": "jpeg", "image_bytes": 103,
+                      "clip_score": pytest.approx(0.3)}
     with pytest.raises(pa.ArrowInvalid):  # a batch whose schema differs fails on the thread
         with Manifest(tmp_path / "bad.parquet") as man:
             man.add(batches[0], shards)
-            odd = pa.StructArray.from_arrays([pa.array([1])], names=["other"])
-            man.add(pa.RecordBatch.from_arrays([pa.array([4], pa.int64()), odd], ["i", "m"]),
-                    shards)
+            man.add(batch([4], pa.array(["x"])), shards)
             man.close()
