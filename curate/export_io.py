@@ -289,14 +289,12 @@ class Manifest:
         """Rows of ``batch`` (``export_io.query``'s), whose shards all start in ``shards``."""
         firsts = np.array([s["first"] for s in shards])
         at = np.searchsorted(firsts, batch.column("i").to_numpy(), side="right") - 1
-        names = batch.schema.names
-        columns = {"key": batch.column("key"),
-                   "shard": pa.array([s["name"] for s in shards], pa.string()).take(at),
-                   **{c: batch.column(c) for c in MANIFEST[1:] if c != "caption"},
-                   "caption": batch.column("txt"), "image_bytes": batch.column("image_length"),
-                   **{c[2:]: batch.column(c) for c in names if c.startswith("m.")}}
-        order = ["key", "shard", *MANIFEST[1:], "image_bytes"]
-        t = pa.table({c: columns[c] for c in [*order, *(k for k in columns if k not in order)]})
+        t = pa.table({
+            "key": batch.column("key"),
+            "shard": pa.array([s["name"] for s in shards], pa.string()).take(at),
+            **{c: batch.column("txt" if c == "caption" else c) for c in MANIFEST[1:]},
+            "image_bytes": batch.column("image_length"),
+            **{c[2:]: batch.column(c) for c in batch.schema.names if c.startswith("m.")}})
         self.pending.append(t)
         self.rows += t.num_rows
         if self.rows >= self.ROWS:

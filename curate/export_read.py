@@ -139,7 +139,7 @@ class SourceReader:
         paths = b.column("image_path")
         offs = b.column("image_offset").to_numpy()
         lens = b.column("image_length").to_numpy()
-        tar, url = (b.column(c).to_numpy(False) for c in ("tar", "remote"))
+        tar, remote = (b.column(c).to_numpy(False) for c in ("tar", "remote"))
         if (out.dtype != np.uint8 or not out.flags.c_contiguous
                 or len(out) < int((pos + lens).max(initial=0)) or (pos < 0).any()):
             raise ValueError("image places outside the buffer")  # preadv checks nothing
@@ -165,7 +165,7 @@ class SourceReader:
         first_of_file: list[int] = []
         for a, e, w in zip(starts.tolist(), ends.tolist(), want.tolist(), strict=True):
             path = paths[a].as_py()
-            if url[a]:
+            if remote[a]:
                 data = self._fetch(path)
                 if len(data) != lens[a]:
                     raise SourceChanged(f"source {path} changed since ingest: {len(data)} "
