@@ -144,6 +144,10 @@ def sample_size(img_len: np.ndarray, txt_len: np.ndarray, js_len: np.ndarray) ->
 
 
 WRITE = 256 << 10  # bytes per write(2); see _write_all
+# buffers queued for the writer: a write that stalls (page-cache folios on a fragmented VM)
+# is absorbed instead of stopping the layout; 6 of export's ~19 MB slices against 3 of ~5 MB
+# was 0.92 against 0.83 of a raw copy at 95k (A/B, 16 pairs)
+QUEUED = 6
 
 
 LIBC = ctypes.CDLL(None, use_errno=True)  # export_read's preadv comes from here too
@@ -223,7 +227,7 @@ class Sink:
 
     def __init__(self, on_done: Callable[[Shard, int, str], None]) -> None:
         self.on_done, self.buffers = on_done, Buffers()
-        self.queue: queue.Queue = queue.Queue(maxsize=3)
+        self.queue: queue.Queue = queue.Queue(maxsize=QUEUED)
         self.error: BaseException | None = None
         self.open: Shard | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -239,9 +243,7 @@ class Sink:
                 if kind == "open":
                     fd = os.open(arg.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 elif kind == "data":
-                    pieces, owner, check = arg
-                    if check is not None:
-                        check()
+                    pieces, owner = arg
                     _write_all(fd, pieces)
                     if owner is not None:
                         self.buffers.put(owner)
@@ -269,16 +271,14 @@ class Sink:
         self._put(("open", self.open))
         return self.open
 
-    def add(self, pieces: list, samples: int, owner: np.ndarray | None = None,
-            check: Callable[[], None] | None = None) -> None:
+    def add(self, pieces: list, samples: int, owner: np.ndarray | None = None) -> None:
         """Append ``samples`` whole samples' tar blocks (buffers written in order); ``owner``
         goes back to ``buffers`` once they are written. They are hashed here, on the caller's
-        thread, while they are still in its cache. ``check`` runs on the writer thread just
-        before they are written (an error it raises stops the shard before its rename)."""
+        thread, while they are still in its cache."""
         assert self.open is not None
         for piece in pieces:
             self.digest.update(piece)
-        self._put(("data", (pieces, owner, check)))
+        self._put(("data", (pieces, owner)))
         self.open.size += sum(len(p) for p in pieces)
         self.open.samples += samples
 
@@ -288,7 +288,7 @@ class Sink:
         if shard is not None:
             end = bytes(end_size(shard.size))
             self.digest.update(end)
-            self._put(("data", ([end], None, None)))
+            self._put(("data", ([end], None)))
             shard.size += len(end)
             self._put(("close", (shard, self.digest.hexdigest())))
 
