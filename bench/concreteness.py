@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.concreteness import concreteness, prepare, score_texts  # noqa: E402
-from curate.concreteness.norms import rate  # noqa: E402
 from curate.metrics import auroc  # noqa: E402
+from curate.passes.concreteness.backends import concreteness, prepare, score_texts  # noqa: E402
+from curate.passes.concreteness.norms import rate  # noqa: E402
 from curate.synth import make_pool  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "benchmarks" / "caption_concreteness_dev.csv"

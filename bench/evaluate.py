@@ -31,12 +31,12 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.embed import embed  # noqa: E402
+from curate.errors import CurateError  # noqa: E402
 from curate.evaluate import evaluate, format_table  # noqa: E402
 from curate.ingest import ingest  # noqa: E402
-from curate.score import score  # noqa: E402
+from curate.passes.embed import embed  # noqa: E402
+from curate.passes.score import score  # noqa: E402
 from curate.synth import Defects, make_pool  # noqa: E402
-from curate.workspace import CurateError  # noqa: E402
 
 DEFECTS = Defects(mismatched=0.15, abstract=0.05, near_duplicate=0.03, exact_duplicate=0.02,
                   corrupt=0.02, odd_image=0.02, empty_caption=0.01, failed_download=0.0)

@@ -179,8 +179,8 @@ def workspace(n: int, dim: int, seed: int) -> None:
     then ``curate map`` on it, timed by stage from its manifest."""
     import pyarrow as pa
 
+    from curate.files import read_json, write_json, write_parquet
     from curate.maps import make_map
-    from curate.workspace import read_json, write_json, write_parquet
 
     ws = OUT / f"maps-ws-{n}-{dim}"
     if not (ws / "embeddings" / "synthetic" / "manifest.json").exists():
@@ -218,9 +218,9 @@ def workspace(n: int, dim: int, seed: int) -> None:
 
 def pool(n: int, samples: list[int], transform: bool, seed: int) -> None:
     """tiny-clip image embeddings of an ``n``-sample synthetic pool."""
-    from curate.embed import embed
     from curate.ingest import ingest
     from curate.maps.io import load_vectors
+    from curate.passes.embed import embed
     from curate.synth import make_pool
     from curate.workspace import Workspace
 

@@ -18,7 +18,7 @@ smallest. The rate of each run is printed too (imports excluded, embed's model l
 Measured on the 2-core VM (32px): ingest's workers stay at about 150 MB at any size. Its main
 process keeps every sample id it has seen (to tell re-ingested rows from duplicate pairs); as a
 dict of strings that cost about 250 bytes a sample (223 MB at 10k, 471 MB at 1M), now
-``curate.seen.SeenIds`` holds 24 bytes a sample: 222 MB at 10k, 279 MB at 1M (1M ingested at
+``curate.ingest.seen.SeenIds`` holds 24 bytes a sample: 222 MB at 10k, 279 MB at 1M (1M ingested at
 8.4k samples/s). Embed stays within allocator noise: main 1,012 MB at 10k, 1,089 MB at 1M, its
 decode worker 646 and 694 MB (1M embedded at 2.9k samples/s).
 """
@@ -59,7 +59,7 @@ print(json.dumps({{"main_mb": int(hwm.split()[1]) / 1024, "seconds": seconds,
     "workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
 """
 INGEST = ("from curate.ingest import ingest", "ingest([{pool!r}], {ws!r}, progress=False)")
-EMBED = ("from curate.embed import embed", "embed({ws!r}, 'tiny-clip', progress=False)")
+EMBED = ("from curate.passes.embed import embed", "embed({ws!r}, 'tiny-clip', progress=False)")
 
 
 def jpegs(px: int) -> list[tuple[str, bytes]]:

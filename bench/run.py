@@ -22,11 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.embed import ImageRefs, embed, loader  # noqa: E402
+from curate.errors import CurateError
 from curate.ingest import ingest  # noqa: E402
-from curate.score import score  # noqa: E402
+from curate.passes.embed import ImageRefs, embed, loader  # noqa: E402
+from curate.passes.score import score  # noqa: E402
 from curate.synth import make_pool  # noqa: E402
-from curate.workspace import CurateError, Workspace  # noqa: E402
+from curate.workspace import Workspace  # noqa: E402
 
 # every pass that runs offline; its samples/s excludes the embeddings it reuses
 PASSES = [("text_stats", {}), ("image_stats", {}), ("clip_score", {}), ("typicality", {}),

@@ -39,9 +39,10 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from curate.files import write_json, write_parquet  # noqa: E402
 from curate.ingest import SCHEMA  # noqa: E402
 from curate.sql import named_queries, run_sql, write_result  # noqa: E402
-from curate.workspace import Workspace, write_json, write_parquet  # noqa: E402
+from curate.workspace import Workspace  # noqa: E402
 
 MODEL = "tiny-clip"  # the embeddings folder and model name; its embed_dim is 64
 TEXT = "a red circle on a blue background"

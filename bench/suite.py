@@ -202,9 +202,9 @@ def section_ray(c: Context) -> list[Row]:
     except ModuleNotFoundError:
         raise Skipped("Ray rows skipped: ray is not installed (pip install 'curate[ray]')"
                       ) from None
-    from curate.embed import embed
     from curate.ingest import ingest
-    from curate.score import score
+    from curate.passes.embed import embed
+    from curate.passes.score import score
 
     s = c.sizes
     shards = bench("run").synthetic_pool(c.out, s.pool, s.image_size)

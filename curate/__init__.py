@@ -6,13 +6,14 @@ open_clip) load only when a verb that needs them runs.
 
 __version__ = "0.1.0"
 
-from curate.concreteness import concreteness
-from curate.embed import embed
+from curate.errors import CurateError
 from curate.info import info
 from curate.ingest import ingest
-from curate.score import score
+from curate.passes.concreteness.backends import concreteness
+from curate.passes.embed import embed
+from curate.passes.score import score
 from curate.synth import make_pool as synth
-from curate.workspace import CurateError, Workspace
+from curate.workspace import Workspace
 
 __all__ = ["CurateError", "Workspace", "__version__", "concreteness", "embed", "info", "ingest",
            "score", "synth"]

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from curate.workspace import DEFAULT_WORKSPACE, CurateError
+from curate.errors import CurateError
+from curate.workspace import DEFAULT_WORKSPACE
 
 
 def _ws(p: argparse.ArgumentParser) -> None:
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         d = info(args.workspace)
         print(json.dumps(d, indent=2, default=str) if args.json else format_info(d))
     elif args.command == "embed":
-        from curate.embed import embed
+        from curate.passes.embed import embed
         print(embed(args.workspace, args.model, batch_size=args.batch_size,
                     workers=args.workers, device=args.device, engine=args.engine,
                     address=args.address, actors=args.actors).summary())
@@ -224,7 +225,7 @@ def _score(args: argparse.Namespace) -> None:
     from dataclasses import fields
 
     from curate import passes
-    from curate.score import score
+    from curate.passes.score import score
     if args.list or not args.name:
         for p in passes.list_passes():
             prm = ", ".join(f"{f.name}={f.default!r}" for f in fields(p.params))
@@ -259,7 +260,7 @@ def _map(args: argparse.Namespace) -> None:
 def _fit_aesthetic(args: argparse.Namespace) -> None:
     from shlex import quote
 
-    from curate.aesthetic_fit import fit_aesthetic
+    from curate.passes.aesthetic_fit import fit_aesthetic
     r = fit_aesthetic(args.workspace, args.labels, args.model, out=args.out, epochs=args.epochs,
                       seed=args.seed)
     print(f"fitted an aesthetic head for {r['model']} ({r['dim']}-d) on {r['train']} ratings "

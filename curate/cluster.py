@@ -7,12 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm in float32 (zero rows stay zero)."""
-    x = np.asarray(x, np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1)
+from curate.arrays import normalize
 
 
 def assign(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 65536

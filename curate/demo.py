@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 from curate import passes
-from curate.embed import embed
+from curate.errors import CurateError
 from curate.info import format_info, info
 from curate.ingest import ingest
-from curate.score import score
+from curate.passes.embed import embed
+from curate.passes.score import score
 from curate.select import select
 from curate.synth import make_pool
-from curate.truth import dedup_quality, score_aurocs
-from curate.workspace import CurateError
+from curate.synth.truth import dedup_quality, score_aurocs
 
 SELECTIONS = [("dedup", [("dedup", {"by": "clip_score"})], None),
               ("top30", [("top", {"column": "clip_score", "amount_": 0.3})], None),

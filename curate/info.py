@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate.workspace import Workspace, dir_size, read_json
+from curate.files import dir_size, read_json
+from curate.workspace import Workspace
 
 
 def info(workspace: str | Path) -> dict:

@@ -21,7 +21,9 @@ from typing import Any, TextIO
 import duckdb
 import pyarrow as pa
 
-from curate.workspace import CurateError, Workspace, atomic_path, read_json
+from curate.errors import CurateError
+from curate.files import atomic_path, read_json
+from curate.workspace import Workspace
 
 PACKAGE_SQL = Path(__file__).resolve().parents[1] / "sql"
 READ_ONLY = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
@@ -108,7 +110,7 @@ def _text_embedding(ws: Workspace, sql: str, text: str, model: str | None
     """Bind ``$text_emb`` (the phrase's embedding) and ``$embeddings`` (the view of the model's
     embeddings); returns the parameters and the SQL with ``$text_emb`` cast to ``FLOAT[d]``."""
     from curate import models
-    from curate.embed import model_key
+    from curate.workspace import model_key
 
     keys = {_ident(d.name): d for d in ws.pass_dirs("embeddings")}
     if model is None:

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
-import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -15,46 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
+
+from curate.errors import CurateError
+from curate.files import read_json
 
 DEFAULT_WORKSPACE = "workspace"
 
 
-class CurateError(Exception):
-    """A problem the user can fix; the CLI prints it as one line and exits non-zero."""
+def model_key(name: str) -> str:
+    """The output folder of a model: its name made safe for a path; a long name (a checkpoint
+    path) keeps its start and gains a hash of the whole, so two names never share a folder."""
+    key = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-")
+    if len(key) <= 64:
+        return key
+    return f"{key[:48]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
-@contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it into place only on success."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_parquet(table: pa.Table, path: str | Path) -> Path:
-    """Write ``table`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return Path(path)
-
-
-def write_json(obj: dict, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    return Path(path)
-
-
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+def prompt_key(model: str, prefix: str) -> str:
+    """Folder of a model's text embeddings of ``prefix + caption``."""
+    return f"{model_key(model)}+prompt-{model_key(prefix) or 'empty'}"
 
 
 MEMORY_LIMIT = "512MB"  # of the in-memory DuckDB that snapshots (exports, cards) query
@@ -91,9 +72,50 @@ def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return cur
 
 
+EXPORT_DONE = "export.json"  # written last into an export folder: without it, unfinished
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# the workspace's own entries: nothing else may be created at its top level by a verb
+LAYOUT = ("samples", "embeddings", "scores", "selections", "maps", "exports", "evaluations",
+          "data_cards", "catalog.duckdb")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """``name`` if it can become a file name in the workspace (letters, digits, ``_ - .``, not
+    starting with a dot or dash, at most 128 characters); else one line saying so."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise CurateError(f"{what} {name!r}: use letters, digits, '_', '-', '.' (not first), "
+                          "at most 128 characters")
+    return name
+
+
+def view_name(kind: str, key: str) -> str:
+    """The catalog view of an output folder or file: ``embeddings_<key>``, ``scores_<key>``,
+    ``map_<name>``, ``selection_<name>`` with every non-alphanumeric character as ``_``."""
+    return f"{kind}_{_ident(key)}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The three files of a selection: kept ids, manifest, drop log."""
+
+    name: str
+    parquet: Path
+    json: Path
+    dropped: Path
+
+
+@dataclass(frozen=True)
+class MapFiles:
+    """The two files of a map: coordinates and manifest."""
+
+    name: str
+    parquet: Path
+    json: Path
+
+
 @dataclass(frozen=True)
 class Workspace:
-    """Paths and catalog of one workspace directory."""
+    """One workspace directory: the only place that builds its paths and view names."""
 
     root: Path
 
@@ -117,6 +139,80 @@ class Workspace:
 
     def sample_parts(self) -> list[Path]:
         return sorted(self.samples_dir.glob("part-*.parquet"))
+
+    def pass_dir(self, kind: str, key: str) -> Path:
+        """The output folder of a pass: ``embeddings/<key>`` or ``scores/<key>``."""
+        if kind not in ("embeddings", "scores"):
+            raise ValueError(f"unknown kind of pass output {kind!r}")
+        return self.root / kind / key
+
+    def embeddings_dir(self, model: str) -> Path:
+        """The folder of a model's image and caption embeddings."""
+        return self.pass_dir("embeddings", model_key(model))
+
+    def prompt_dir(self, model: str, prefix: str) -> Path:
+        """The folder of a model's embeddings of ``prefix + caption``."""
+        return self.pass_dir("embeddings", prompt_key(model, prefix))
+
+    def scores_dir(self, key: str) -> Path:
+        """The folder of a scoring pass's output (its key: name plus non-default params)."""
+        return self.pass_dir("scores", key)
+
+    @property
+    def selections_dir(self) -> Path:
+        return self.root / "selections"
+
+    def selection(self, name: str) -> Selection:
+        """The files of selection ``name`` (validated: it becomes a file name)."""
+        check_name(name, "selection name")
+        d = self.selections_dir
+        return Selection(name, d / f"{name}.parquet", d / f"{name}.json",
+                         d / "dropped" / f"{name}.parquet")
+
+    def selection_names(self) -> list[str]:
+        """Every selection with both its ids and its manifest, sorted."""
+        d = self.selections_dir
+        return sorted(p.stem for p in d.glob("*.parquet") if (d / f"{p.stem}.json").exists())
+
+    @property
+    def maps_dir(self) -> Path:
+        return self.root / "maps"
+
+    def map_files(self, name: str) -> MapFiles:
+        """The files of map ``name`` (validated)."""
+        check_name(name, "map name")
+        return MapFiles(name, self.maps_dir / f"{name}.parquet", self.maps_dir / f"{name}.json")
+
+    def map_names(self) -> list[str]:
+        """Every map with both its coordinates and its manifest, sorted."""
+        return sorted(p.stem for p in self.maps_dir.glob("*.parquet")
+                      if (self.maps_dir / f"{p.stem}.json").exists())
+
+    def export_record(self, selection: str) -> Path:
+        """Where the last finished export of ``selection`` is recorded (``exports/NAME.json``)."""
+        return self.root / "exports" / f"{check_name(selection, 'selection name')}.json"
+
+    def last_export(self, selection: str) -> Path | None:
+        """The folder of the last finished export of ``selection``, if it is still there."""
+        rec = self.export_record(selection)
+        if not rec.exists():
+            return None
+        out = Path(read_json(rec)["out"])
+        return out if (out / EXPORT_DONE).exists() else None
+
+    def card_path(self, selection: str) -> Path:
+        """The default data card of ``selection``: ``data_cards/NAME.md``."""
+        return self.root / "data_cards" / f"{check_name(selection, 'selection name')}.md"
+
+    @property
+    def evaluations_dir(self) -> Path:
+        return self.root / "evaluations"
+
+    def is_own(self, path: Path) -> bool:
+        """Whether ``path`` is the workspace itself or inside one of its own entries."""
+        path = Path(path).expanduser().resolve()
+        return path == self.root or (self.root in path.parents
+                                     and path.relative_to(self.root).parts[0] in LAYOUT)
 
     def pass_dirs(self, kind: str) -> list[Path]:
         """Folders of a kind of pass output (``embeddings``, ``scores``) that hold a manifest."""
@@ -167,11 +263,11 @@ class Workspace:
                 m = read_json(d / "manifest.json")  # Parquet keeps no array size: cast
                 casts = ", ".join(f"{c}::FLOAT[{int(m['dim'])}] AS {c}" for c in m["columns"]
                                   if c.endswith("_emb"))
-                views[f"embeddings_{_ident(d.name)}"] = (
+                views[view_name("embeddings", d.name)] = (
                     f"SELECT * REPLACE ({casts}) FROM read_parquet('{glob(d)}')")
         for d in self.pass_dirs("scores"):
             if any(d.glob("part-*.parquet")):
-                views[f"scores_{_ident(d.name)}"] = f"SELECT * FROM read_parquet('{glob(d)}')"
+                views[view_name("scores", d.name)] = f"SELECT * FROM read_parquet('{glob(d)}')"
         for name in view_names(con) - set(views) - {"pairs"}:
             con.execute(f'DROP VIEW IF EXISTS "{name}"')
         for name, sql in views.items():
@@ -186,17 +282,17 @@ class Workspace:
         cols, joins = [], []
         taken = set(pq.read_schema(self.sample_parts()[0]).names)
         for i, d in enumerate(d for d in self.pass_dirs("scores")
-                              if f"scores_{_ident(d.name)}" in views):
+                              if view_name("scores", d.name) in views):
             suffix = "__" + _ident(d.name.split("--", 1)[1]) if "--" in d.name else ""
             for c in read_json(d / "manifest.json")["columns"]:
                 name = c + suffix if c + suffix not in taken else f"{c}__{_ident(d.name)}"
                 taken.add(name)
                 cols.append(f', t{i}."{c}" AS "{name}"')
-            joins.append(f' LEFT JOIN "scores_{_ident(d.name)}" AS t{i} USING (sample_id)')
+            joins.append(f' LEFT JOIN "{view_name("scores", d.name)}" AS t{i} USING (sample_id)')
         return "SELECT s.*" + "".join(cols) + " FROM samples AS s" + "".join(joins)
 
     def manifest(self, kind: str, key: str) -> dict | None:
-        path = self.root / kind / key / "manifest.json"
+        path = self.pass_dir(kind, key) / "manifest.json"
         return read_json(path) if path.exists() else None
 
 
@@ -204,5 +300,3 @@ def _ident(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).lower()
 
 
-def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

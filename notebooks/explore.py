@@ -13,6 +13,7 @@ with app.setup:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from curate.errors import CurateError
     from curate.maps import catalog, check_map, list_maps, load_points, read_manifest, save_brush
     from curate.maps.brush import (
         captions,
@@ -24,7 +25,7 @@ with app.setup:
     )
     from curate.maps.frames import colour_columns, score_columns
     from curate.maps.render import figure
-    from curate.workspace import CurateError, Workspace
+    from curate.workspace import Workspace
 
 
 @app.function

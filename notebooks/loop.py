@@ -16,7 +16,8 @@ with app.setup:
     import matplotlib.pyplot as plt
 
     from curate import passes
-    from curate.workspace import CurateError, Workspace
+    from curate.errors import CurateError
+    from curate.workspace import Workspace
 
 
 @app.function
@@ -110,7 +111,7 @@ def _(embed_btn, ingested, model, run_all, ws_path):
     embedded = None
     _out = mo.md("Press **Run embed** to compute image and text embeddings (once per model).")
     if embed_btn.value or run_all:
-        from curate.embed import embed
+        from curate.passes.embed import embed
         embedded, _err = run_step("embed", lambda: embed(ws_path.value, model.value,
                                                          progress=False))
         _out = _err or shown(embedded.summary())
@@ -134,7 +135,7 @@ def _(embedded, pass_pick, run_all, score_btn, ws_path):
     scored = None
     _out = mo.md("Press **Run scoring** to run the chosen passes.")
     if score_btn.value or run_all:
-        from curate.score import score
+        from curate.passes.score import score
         _lines = []
         for _name in mo.status.progress_bar(pass_pick.value, title="scoring",
                                             remove_on_exit=True):

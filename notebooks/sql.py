@@ -14,9 +14,10 @@ with app.setup:
     import duckdb
     import marimo as mo
 
+    from curate.errors import CurateError
     from curate.maps import catalog
     from curate.maps.brush import thumbnails
-    from curate.workspace import CurateError, Workspace
+    from curate.workspace import Workspace
 
 
 @app.function

@@ -35,7 +35,7 @@ def ingested(pool: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def embedded(ingested: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the ingested workspace with tiny-clip embeddings (treat as read-only)."""
-    from curate.embed import embed
+    from curate.passes.embed import embed
     ws = tmp_path_factory.mktemp("emb") / "ws"
     shutil.copytree(ingested, ws)
     embed(ws, "tiny-clip", batch_size=64, workers=1, progress=False)
@@ -50,7 +50,7 @@ def workspace(tmp_path: Path) -> Path:
 def scored_with_selection(embedded: Path, dest: Path) -> Path:
     """A copy of ``embedded`` with clip_score and selection ``clean`` (a where filter, a
     dedup, then the top half): the workspace SQL and card tests read."""
-    from curate.score import score
+    from curate.passes.score import score
     from curate.select import select
     shutil.copytree(embedded, dest)
     score(dest, "clip_score", progress=False)

@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 import torch
 
-from curate.aesthetic_fit import fit_aesthetic
 from curate.cli import main
-from curate.score import score
-from curate.workspace import CurateError
+from curate.errors import CurateError
+from curate.passes.aesthetic_fit import fit_aesthetic
+from curate.passes.score import score
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ((1024, None), (128, 1024), (64, 128), (16, 64), (1, 16))  # out, in (None: d)

@@ -13,11 +13,12 @@ import polars as pl
 import pytest
 
 import curate
-from curate.concreteness import concreteness, score_texts
-from curate.concreteness.norms import load
+from curate.errors import CurateError
 from curate.metrics import auroc
-from curate.score import score
-from curate.workspace import CurateError, Workspace
+from curate.passes.concreteness.backends import concreteness, score_texts
+from curate.passes.concreteness.norms import load
+from curate.passes.score import score
+from curate.workspace import Workspace
 
 BAD_INPUTS = [
     "", "   \n\t ", "!!! ... ???", "-- ** //", "http://example.com/img/0001.jpg",

@@ -11,9 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate.cluster import normalize
-from curate.coreset import clipcov, load_embeddings, select_coreset
-from curate.workspace import CurateError, Workspace
+from curate.arrays import normalize
+from curate.errors import CurateError
+from curate.select.coreset import clipcov, load_embeddings, select_coreset
+from curate.workspace import Workspace
 
 
 def hand_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

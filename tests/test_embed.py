@@ -17,10 +17,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from curate.embed import embed, model_key
+from curate.errors import CurateError
 from curate.ingest import ingest
 from curate.metrics import auroc
-from curate.workspace import CurateError
+from curate.passes.embed import embed
+from curate.workspace import model_key
 from tests import badinput
 
 EMB = Path("embeddings") / "tiny-clip"

@@ -19,7 +19,7 @@ import webdataset as wds
 
 from curate.export import export
 from curate.ingest import ingest
-from curate.score import score
+from curate.passes.score import score
 from curate.select import select
 from tests import badinput
 
@@ -97,7 +97,7 @@ def test_webdataset_reads_every_sample_with_the_source_bytes(scored: Path,
 
 def test_open_clip_trains_an_epoch_on_the_export(exported: Path, tmp_path: Path) -> None:
     """open_clip's own training entry point, told nothing about the number of samples."""
-    from curate.tinyclip import TINY_ARCH, cache_dir, register_arch
+    from curate.models.tinyclip import TINY_ARCH, cache_dir, register_arch
     register_arch()
     config = cache_dir() / "models" / "configs" / f"{TINY_ARCH}.json"
     code = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1]); "
@@ -164,7 +164,7 @@ def test_columns_choose_what_each_json_and_the_manifest_carry(scored: Path,
 KILL = """
 import os, signal, sys
 import curate.export as e
-import curate.tarwriter as t
+import curate.export.tar as t
 calls = []
 def hook(real):
     def wrapper(self, *args):
@@ -279,7 +279,7 @@ def test_reads_land_in_place_across_runs_gaps_and_files(tmp_path: Path) -> None:
     import numpy as np
     import pyarrow as pa
 
-    from curate.export_read import SourceChanged, SourceReader
+    from curate.export.read import SourceChanged, SourceReader
 
     rng = np.random.default_rng(0)
     shard, rows = tmp_path / "src.tar", []
@@ -338,7 +338,7 @@ def test_tar_layout_matches_the_reference_headers_and_tarfile_reads_it() -> None
     over the whole block), for empty, block-sized and odd lengths; tarfile reads them back."""
     import numpy as np
 
-    from curate.tarwriter import BLOCK, header, image_places, sample_size, tar_blocks
+    from curate.export.tar import BLOCK, header, image_places, sample_size, tar_blocks
 
     rng = np.random.default_rng(1)
     lens = [0, 1, 511, 512, 513, 4096, 12345]
@@ -384,7 +384,7 @@ def test_manifest_rows_stream_out_in_order_a_row_group_at_a_time(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from curate.export_io import Manifest
+    from curate.export.query import Manifest
 
     monkeypatch.setattr(Manifest, "ROWS", 5)
     shards = [{"name": "a-000000.tar", "first": 0}, {"name": "a-000001.tar", "first": 9}]

@@ -15,7 +15,7 @@ from PIL import Image, ImageFilter
 from curate import images
 from curate.ingest import ingest
 from curate.passes.image_stats import load
-from curate.score import score
+from curate.passes.score import score
 from tests import badinput
 
 PIXEL = ("brightness", "contrast", "blur", "colourfulness", "saturated_fraction")

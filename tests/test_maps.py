@@ -17,16 +17,18 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
 from curate.cli import main
+from curate.errors import CurateError
+from curate.files import read_json
 from curate.ingest import ingest
 from curate.maps import MapParams, check_map, load_points, make_map, render_map, save_brush
 from curate.maps.brush import keep_by_cluster, rule_sql, thumbnails
 from curate.maps.io import load_vectors
 from curate.maps.labels import cluster_labels
 from curate.maps.layout import fuzzy_weights, knn, preservation
-from curate.score import score
+from curate.passes.score import score
 from curate.select import load_selection
 from curate.synth import make_pool
-from curate.workspace import CurateError, Workspace, read_json
+from curate.workspace import Workspace
 
 
 @pytest.fixture(scope="module")

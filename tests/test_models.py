@@ -15,9 +15,10 @@ from open_clip.model import CLIP
 from PIL import Image
 from safetensors.torch import load_file
 
-from curate import models, tinyclip
+from curate import models
+from curate.errors import CurateError
+from curate.models import tinyclip
 from curate.synth import clean_pairs
-from curate.workspace import CurateError
 
 
 @pytest.fixture(scope="session")

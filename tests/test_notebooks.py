@@ -24,12 +24,13 @@ from types import ModuleType
 
 import pytest
 
+from curate.files import read_json
 from curate.ingest import ingest
 from curate.maps import MapParams, load_points, make_map
-from curate.score import score
+from curate.passes.score import score
 from curate.select import load_selection
 from curate.synth import make_pool
-from curate.workspace import Workspace, read_json
+from curate.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

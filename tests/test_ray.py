@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.cli import main
-from curate.embed import embed
-from curate.score import score
-from curate.workspace import CurateError, Workspace, read_json
+from curate.errors import CurateError
+from curate.files import read_json
+from curate.passes.embed import embed
+from curate.passes.score import score
+from curate.workspace import Workspace
 
 ray = pytest.importorskip("ray")
 

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from curate.errors import CurateError
 from curate.metrics import auroc
-from curate.rewards import EXTRA, require
-from curate.score import score
-from curate.tinyclip import tiny_clip_dir
-from curate.workspace import CurateError
+from curate.models.tinyclip import tiny_clip_dir
+from curate.passes.reward.common import EXTRA, require
+from curate.passes.score import score
 
 
 def copy(src: Path, dst: Path) -> Path:
@@ -242,7 +242,7 @@ def test_pickscore_matches_transformers_directly(pick_model: Path, ingested: Pat
                                                  tmp_path: Path) -> None:
     import transformers as tf
 
-    from curate.rewards import pickscore
+    from curate.passes.reward import pickscore
 
     ws = copy(ingested, tmp_path / "ws")
     key = score(ws, "reward", {"backend": "pickscore", "checkpoint": str(pick_model)},

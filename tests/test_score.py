@@ -20,12 +20,12 @@ import torch
 from PIL import Image
 
 from curate import passes
+from curate.errors import CurateError
 from curate.images import read_bytes
 from curate.ingest import ingest
 from curate.metrics import auroc
-from curate.score import score
-from curate.tinyclip import tiny_clip_dir
-from curate.workspace import CurateError
+from curate.models.tinyclip import tiny_clip_dir
+from curate.passes.score import score
 from tests import badinput
 
 

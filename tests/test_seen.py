@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import random
 
-from curate import seen
-from curate.seen import SeenIds, place
+from curate.ingest import seen
+from curate.ingest.seen import SeenIds, place
 
 
 def sid(i: int) -> str:

@@ -12,10 +12,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from curate.errors import CurateError
 from curate.ingest import ingest
-from curate.score import score
+from curate.passes.score import score
 from curate.select import load_selection, parse_rules, select
-from curate.workspace import CurateError, Workspace
+from curate.workspace import Workspace
 from tests import badinput
 
 

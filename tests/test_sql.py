@@ -15,9 +15,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from curate.score import score
+from curate.errors import CurateError
+from curate.passes.score import score
 from curate.sql import named_queries, run_sql, write_result
-from curate.workspace import CurateError
 from tests.conftest import scored_with_selection
 
 ROOT = Path(__file__).resolve().parents[1]

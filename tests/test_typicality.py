@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from curate.errors import CurateError
 from curate.metrics import auroc
 from curate.passes import typicality as ty
-from curate.score import score
-from curate.workspace import CurateError
+from curate.passes.score import score
 
 OUT = Path("scores") / "typicality"
 

@@ -13,7 +13,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from curate.workspace import CurateError, Workspace
+from curate.errors import CurateError
+from curate.workspace import Workspace
 
 
 def geometry(selection: Any) -> dict | None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from curate.errors import CurateError
 from curate.maps.io import list_maps, map_path, read_manifest
-from curate.workspace import CurateError, Workspace, _ident, view_names
+from curate.workspace import Workspace, _ident, view_names
 
 MAP_COLUMNS = ("sample_id", "x", "y", "cluster", "cluster_label")
 

@@ -20,9 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import __version__
+from curate.errors import CurateError
+from curate.files import read_json, write_json, write_parquet
 from curate.maps.labels import cluster_labels
 from curate.maps.layout import MapParams, Progress, layout
-from curate.workspace import CurateError, Workspace, read_json, write_json, write_parquet
+from curate.workspace import Workspace
 
 EMBEDDINGS = ("image", "text", "joint")
 
@@ -34,7 +36,7 @@ def _models(ws: Workspace) -> list[str]:
 
 def resolve_model(ws: Workspace, model: str | None) -> str:
     """The embeddings folder to map: ``model`` (a name or folder key), or the only one."""
-    from curate.embed import model_key
+    from curate.workspace import model_key
 
     have = _models(ws)
     if not have:
@@ -56,8 +58,7 @@ def load_vectors(ws: Workspace, key: str, embedding: str = "image"
     ``text`` (unit length), or ``joint``, both halves concatenated and scaled by 1/sqrt(2)
     so its cosine is the mean of the image and text cosines. Images that failed to decode
     have no image vector and are left out of ``image`` and ``joint``."""
-    from curate.cluster import normalize
-    from curate.score import vectors
+    from curate.arrays import normalize, vectors
 
     if embedding not in EMBEDDINGS:
         raise CurateError(f"--embedding {embedding!r}: use one of {', '.join(EMBEDDINGS)}")

@@ -224,7 +224,7 @@ def layout(x: np.ndarray, p: MapParams | None = None, progress: Progress | None 
     rows are placed by ``place`` in chunks, so memory stays bounded by ``chunk x sample``."""
     import torch
 
-    from curate.cluster import normalize
+    from curate.arrays import normalize
 
     p = p or MapParams()
     tick = time.time()
@@ -270,7 +270,7 @@ def preservation(x: np.ndarray, y: np.ndarray, k: int = 15, queries: int | None 
     """Neighbourhood preservation: the mean share of a point's ``k`` nearest neighbours by
     cosine in ``x`` that are also among its ``k`` nearest in the map ``y`` (self excluded),
     over ``queries`` random points (all when None). 1.0 is perfect; random is about k / N."""
-    from curate.cluster import normalize
+    from curate.arrays import normalize
 
     n = len(x)
     rng = np.random.default_rng(seed)

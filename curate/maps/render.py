@@ -148,8 +148,9 @@ def render_map(workspace: str | Path, name: str = "default", color: str | None =
     density) into a PNG at ``out`` (default ``maps/NAME-COLOR.png``)."""
     import matplotlib.pyplot as plt
 
+    from curate.files import atomic_path
     from curate.maps.frames import load_points
-    from curate.workspace import Workspace, atomic_path
+    from curate.workspace import Workspace
 
     ws = Workspace.open(workspace)
     frame = load_points(ws, name, [color] if color else [])

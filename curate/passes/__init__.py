@@ -3,7 +3,7 @@
 A pass declares its parameters (a frozen dataclass with defaults), the inputs it reads (folders
 of the workspace and the columns it takes from each), the columns it writes, an optional
 ``prepare`` step (compute missing embeddings, fit a whitening, load a head) and a pure batch
-function. ``curate.score`` runs any of them through the one runner.
+function. ``curate.passes.score`` runs any of them through the one runner.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from curate.workspace import CurateError
+from curate.errors import CurateError
 
 Batch = dict[str, Any]  # column name -> numpy array (vectors as 2-D float32) or list
 

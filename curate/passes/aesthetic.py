@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from curate import passes
-from curate.embed import embed, model_key
+from curate.errors import CurateError
+from curate.files import read_json
 from curate.passes import Batch, Pass, register
-from curate.workspace import CurateError, Workspace, read_json
+from curate.passes.embed import embed
+from curate.workspace import Workspace, model_key
 
 LAYERS = (0, 2, 4, 6, 7)  # the Linear layers of the nn.Sequential; the rest are Dropout
 Head = list[tuple[np.ndarray, np.ndarray]]  # (weight (out, in), bias (out,)) per Linear
@@ -78,7 +80,7 @@ def model_dim(ws: Workspace, model: str) -> int | None:
     import open_clip
 
     from curate.models import resolve
-    from curate.tinyclip import register_arch
+    from curate.models.tinyclip import register_arch
     register_arch()
     cfg = open_clip.get_model_config(resolve(model).arch)
     return int(cfg["embed_dim"]) if cfg and "embed_dim" in cfg else None

@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from curate.embed import embed, embed_texts, model_key, prompt_key
+from curate.arrays import cosine
+from curate.files import read_json
 from curate.passes import Batch, Pass, register
-from curate.workspace import Workspace, read_json
+from curate.passes.embed import embed, embed_texts
+from curate.workspace import Workspace, model_key, prompt_key
 
 
 @dataclass(frozen=True)
@@ -30,13 +32,6 @@ class Params:
 
 def _prompt(p: Params) -> str:
     return p.prompt if not p.prompt or p.prompt.endswith(" ") else p.prompt + " "
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of two (N, d) float32 matrices (NaN rows stay NaN)."""
-    a = a.astype(np.float32) / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b.astype(np.float32) / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.einsum("ij,ij->i", a, b)
 
 
 def compute(batch: Batch, p: Params, state: Any) -> dict[str, np.ndarray]:

@@ -21,10 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import passes
-from curate.embed import embed, model_key
+from curate.arrays import vectors
+from curate.errors import CurateError
+from curate.files import atomic_path, read_json
 from curate.passes import Batch, Pass, register
-from curate.score import vectors
-from curate.workspace import CurateError, Workspace, atomic_path, read_json
+from curate.passes.embed import embed
+from curate.workspace import Workspace, model_key
 
 MODALITIES = ("image", "text")
 FILE = "whitening.npz"

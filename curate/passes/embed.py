@@ -1,0 +1,250 @@
+"""The embedding pass: image and text embeddings computed once per model and stored.
+
+Output ``embeddings/<model-key>/part-*.parquet`` mirrors ``samples/``: ``sample_id``,
+``status``/``error`` (an image that fails to decode gets a null image vector, never a crash),
+raw float32 vectors ``image_emb``/``text_emb`` and their L2 norms, so both raw (Whitened CLIP)
+and normalized (every cosine score) uses are served; see algorithms.md section 0.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curate.errors import CurateError
+from curate.files import read_json
+from curate.images import decode_rgb, read_bytes
+from curate.passes import ray as ray_engine
+from curate.passes.runner import PassReport, input_rows, ok_count, run_pass
+from curate.workspace import Workspace, model_key, prompt_key
+
+REF_COLUMNS = ["sample_id", "image_path", "image_offset", "image_length"]
+
+
+def check_same_weights(ws: Workspace, key: str, identity: dict) -> None:
+    """Refuse to resume embeddings made with other weights under the same folder."""
+    path = ws.root / "embeddings" / key / "manifest.json"
+    if path.exists():
+        old = read_json(path).get("model", {}).get("weights_sha256")
+        if old and old != identity.get("weights_sha256"):
+            raise CurateError(f"{path.parent} holds embeddings from other weights (sha256 "
+                              f"{old[:12]}, now {identity.get('weights_sha256', '?')[:12]}); "
+                              "delete that folder or load the model under another name")
+
+
+class ImageRefs:
+    """A map-style dataset over the ok images of several samples parts, loaded lazily one part
+    at a time in each worker, so memory stays flat however many parts there are."""
+
+    def __init__(self, parts: list[Path], preprocess: Callable) -> None:
+        self.parts, self.preprocess = parts, preprocess
+        self.starts = [0]
+        for p in parts:
+            self.starts.append(self.starts[-1] + ok_count(p))
+        self._cached: tuple[int, dict] | None = None
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def _refs(self, part: int) -> dict:
+        if self._cached is None or self._cached[0] != part:
+            self._cached = (part, input_rows(self.parts[part], REF_COLUMNS).to_pydict())
+        return self._cached[1]
+
+    def __getitem__(self, i: int) -> tuple[int, object, str | None]:
+        part = bisect.bisect_right(self.starts, i) - 1
+        refs, j = self._refs(part), i - self.starts[part]
+        try:
+            data = read_bytes(refs["image_path"][j], refs["image_offset"][j],
+                              refs["image_length"][j])
+            return i, self.preprocess(decode_rgb(data)), None
+        except Exception as e:  # any decode failure becomes data, not a crash
+            return i, None, f"undecodable_image: {type(e).__name__}: {e}".splitlines()[0]
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        """Batches that never cross a part boundary, so each part's output is independent."""
+        return [list(range(s, min(s + batch_size, e)))
+                for a, e in zip(self.starts, self.starts[1:], strict=False)
+                for s in range(a, e, batch_size)]
+
+
+def _collate(items: list) -> tuple:
+    import torch
+    good = [x for _, x, _ in items if x is not None]
+    return ([i for i, _, _ in items], torch.stack(good) if good else None,
+            [e for _, _, e in items])
+
+
+def _worker_init(_: int) -> None:
+    import torch
+    torch.set_num_threads(1)
+
+
+def loader(refs: ImageRefs, batch_size: int, workers: int, pin: bool = False) -> object:
+    """The decoding DataLoader (also the decode-only baseline of ``bench/``)."""
+    from torch.utils.data import DataLoader
+    return DataLoader(refs, batch_sampler=refs.batches(batch_size), num_workers=workers,
+                      collate_fn=_collate, pin_memory=pin, worker_init_fn=_worker_init,
+                      prefetch_factor=4 if workers else None)
+
+
+def _vectors(x: np.ndarray | None, n: int, dim: int, valid: np.ndarray) -> pa.Array:
+    flat = np.zeros((n, dim), np.float32)
+    if x is not None:
+        flat[valid] = x
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim,
+                                             mask=pa.array(~valid))
+
+
+def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256,
+          workers: int | None = None, device: str | None = None, progress: bool = True,
+          engine: str = "local", address: str | None = None,
+          actors: int | None = None) -> PassReport:
+    """Embed every ok sample's image and caption with ``model``; resumes where it stopped.
+    ``engine="ray"`` computes the parts on a Ray actor pool (``curate.passes.ray``)."""
+    import torch
+
+    from curate import models
+
+    ws = Workspace.open(workspace)
+    cluster = ray_engine.cluster_for(engine, address, actors)
+    if cluster is not None:
+        device = device or cluster.device
+        workers = cluster.cpus_per_actor - 1 if workers is None else workers
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cores = os.cpu_count() or 1
+    if workers is None:  # on CPU the model needs a core of its own
+        workers = cores if device.startswith("cuda") else max(1, cores - 1)
+    # the driver loads the model for its identity (and builds tiny-clip once, before actors)
+    m = models.load(model, device if cluster is None else "cpu")
+    check_same_weights(ws, model_key(model), m.identity)
+    precision = "bf16-autocast" if device.startswith("cuda") else "fp32"
+    manifest = {"pass": "embed", "model": m.identity, "dim": m.identity["embed_dim"],
+                "device": device, "precision": precision,
+                "params": {"batch_size": batch_size, "workers": workers},
+                "columns": ["image_emb", "text_emb", "image_norm", "text_norm"]}
+    if cluster is not None:
+        manifest["engine"] = cluster.describe(address)
+        process = ray_engine.process(
+            partial(_part_worker, model, device, batch_size, workers), cluster)
+    else:
+        if device == "cpu" and workers:  # leave the other cores to the decode workers
+            torch.set_num_threads(max(1, cores - workers))
+
+        def process(pending: list[Path], advance: Callable[[int], None]
+                    ) -> Iterator[tuple[Path, pa.Table]]:
+            return encode_parts(m, device, pending, batch_size, workers, advance)
+
+    return run_pass(ws, "embeddings", model_key(model), manifest, process, ok_count, progress)
+
+
+def encode_parts(m: Any, device: str, pending: list[Path], batch_size: int, workers: int,
+                 advance: Callable[[int], None]) -> Iterator[tuple[Path, pa.Table]]:
+    """Each pending part's embeddings table, in order, decoding ahead in ``workers``."""
+    import torch
+
+    def encode(fn: Callable, x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16,
+                                             enabled=device.startswith("cuda")):
+            return fn(x.to(device, non_blocking=True)).float().cpu().numpy()
+
+    refs = ImageRefs(pending, m.preprocess)
+    batches = iter(loader(refs, batch_size, workers, pin=device.startswith("cuda")))
+    for k, part in enumerate(pending):
+        rows = input_rows(part, ["sample_id", "caption"])
+        n = rows.num_rows
+        img = txt = None
+        errors: list[str | None] = []
+        for s in range(0, n, batch_size):
+            idx, pixels, errs = next(batches)
+            assert idx[0] == refs.starts[k] + s, "batches out of step with parts"
+            tokens = m.tokenizer(rows["caption"].to_pylist()[s:s + len(idx)])
+            t = encode(m.model.encode_text, tokens)
+            txt = t if txt is None else np.concatenate([txt, t])
+            if pixels is not None:
+                v = encode(m.model.encode_image, pixels)
+                img = v if img is None else np.concatenate([img, v])
+            errors += errs
+            advance(len(idx))
+        yield part, _table(rows["sample_id"], img, txt, errors, m.identity["embed_dim"])
+
+
+def _part_worker(model: str, device: str, batch_size: int, workers: int
+                 ) -> Callable[[Path], pa.Table]:
+    """In a Ray actor: load the model once; then one part's table per call."""
+    import torch
+
+    from curate import models
+    if device == "cpu":  # the actor's share of the node's cores
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    m = models.load(model, device)
+
+    def one(part: Path) -> pa.Table:
+        return next(encode_parts(m, device, [part], batch_size, workers, lambda n: None))[1]
+
+    return one
+
+
+def _table(ids: pa.Array, img: np.ndarray | None, txt: np.ndarray | None,
+           errors: list[str | None], dim: int) -> pa.Table:
+    n = len(ids)
+    valid = np.array([e is None for e in errors], dtype=bool)
+    txt = txt if txt is not None else np.zeros((0, dim), np.float32)
+    inorm = np.full(n, np.nan, np.float32)
+    if img is not None:
+        inorm[valid] = np.linalg.norm(img, axis=1)
+    return pa.table({
+        "sample_id": ids,
+        "status": pa.array(["ok" if v else "failed" for v in valid]),
+        "error": pa.array(errors, pa.string()),
+        "image_emb": _vectors(img, n, dim, valid),
+        "text_emb": _vectors(txt, n, dim, np.ones(n, bool)),
+        "image_norm": pa.array(inorm, mask=~valid),
+        "text_norm": pa.array(np.linalg.norm(txt, axis=1).astype(np.float32)),
+    })
+
+
+def embed_texts(workspace: str | Path, model: str, prefix: str, batch_size: int = 1024,
+                device: str | None = None, progress: bool = True) -> PassReport:
+    """Text embeddings of ``prefix + caption`` (CLIPScore's "A photo depicts " prompt), cached
+    beside the model's embeddings and resumed like them."""
+    import torch
+
+    from curate import models
+
+    ws = Workspace.open(workspace)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    m = models.load(model, device)
+    check_same_weights(ws, prompt_key(model, prefix), m.identity)
+    dim = m.identity["embed_dim"]
+    manifest = {"pass": "embed_texts", "model": m.identity, "dim": dim, "prefix": prefix,
+                "device": device, "columns": ["text_emb", "text_norm"]}
+
+    def process(pending: list[Path], advance: Callable[[int], None]
+                ) -> Iterator[tuple[Path, pa.Table]]:
+        for part in pending:
+            rows = input_rows(part, ["sample_id", "caption"])
+            captions = [prefix + c for c in rows["caption"].to_pylist()]
+            out = np.zeros((len(captions), dim), np.float32)
+            for s in range(0, len(captions), batch_size):
+                tokens = m.tokenizer(captions[s:s + batch_size]).to(device)
+                with torch.no_grad(), torch.autocast("cuda", torch.bfloat16,
+                                                     enabled=device.startswith("cuda")):
+                    out[s:s + batch_size] = m.model.encode_text(tokens).float().cpu().numpy()
+                advance(min(batch_size, len(captions) - s))
+            n = len(captions)
+            yield part, pa.table({
+                "sample_id": rows["sample_id"], "status": pa.array(["ok"] * n, pa.string()),
+                "error": pa.array([None] * n, pa.string()),
+                "text_emb": _vectors(out, n, dim, np.ones(n, bool)),
+                "text_norm": pa.array(np.linalg.norm(out, axis=1).astype(np.float32))})
+
+    return run_pass(ws, "embeddings", prompt_key(model, prefix), manifest, process, ok_count,
+                    progress)

@@ -1,0 +1,258 @@
+"""Duplicates: a cascade of exact image hash, perceptual hash and semantic near-duplicates, and
+SemDeDup (Abbas et al. 2023; algorithms.md section 3.2) over stored image embeddings.
+
+Every dropped sample records the stage that caught it, its group and the representative kept
+for the group; the representative is the member with the highest ``by`` column (nulls last,
+then earliest rank).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from curate.arrays import normalize, vectors
+from curate.cluster import kmeans
+from curate.errors import CurateError
+from curate.images import read_bytes
+from curate.parallel import pmap
+from curate.select.rules import Step
+from curate.workspace import model_key
+
+
+@lru_cache(maxsize=1)
+def _dct_matrix(n: int = 32) -> np.ndarray:
+    k = np.arange(n)
+    m = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * np.sqrt(2 / n)
+    m[0] /= np.sqrt(2)
+    return m
+
+
+def fingerprint(data: bytes) -> tuple[int, bytes] | None:
+    """A perceptual fingerprint: the 64-bit pHash (32x32 grey, 2-D DCT-II, the 8x8 lowest
+    frequencies above their median, DC excluded from the median) and a 16x16 RGB box
+    thumbnail, which keeps the colour a grey hash ignores. None if the image cannot be decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            img.draft("RGB", (64, 64))
+            rgb = img.convert("RGB")
+            grey = np.asarray(rgb.convert("L").resize((32, 32), Image.Resampling.LANCZOS),
+                              np.float64)
+            thumb = rgb.resize((16, 16), Image.Resampling.BOX).tobytes()
+    except Exception:  # undecodable: no fingerprint, never a crash
+        return None
+    d = _dct_matrix()
+    low = (d @ grey @ d.T)[:8, :8].reshape(-1)
+    bits = low > np.median(low[1:])
+    return int(np.packbits(bits).view(">u8")[0]), thumb
+
+
+def _fingerprint_ref(ref: tuple[str, int, int]) -> tuple[int, bytes] | None:
+    try:
+        return fingerprint(read_bytes(ref[0], int(ref[1]), int(ref[2])))
+    except OSError:
+        return None
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(np.bitwise_xor(a.astype(np.uint64), b.astype(np.uint64)))
+
+
+class _Groups:
+    """Union-find over row indices."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+    def labels(self) -> np.ndarray:
+        return np.array([self.find(i) for i in range(len(self.parent))])
+
+
+def _perceptual_pairs(h: np.ndarray, thumbs: np.ndarray, valid: np.ndarray,
+                      max_bits: int, max_l1: float, seed: int) -> list[tuple[int, int]]:
+    """Pairs whose pHashes differ in at most ``max_bits`` bits AND whose thumbnails differ by
+    at most ``max_l1`` (mean absolute difference, 0-255), searched within k-means clusters of
+    ~1000 thumbnails. Either test alone confuses two photos of similar scenes; both together
+    hold for re-encoded, resized and slightly cropped copies."""
+    ok = np.flatnonzero(valid)
+    if len(ok) < 2:
+        return []
+    x = thumbs[ok].astype(np.float32)
+    labels, _, _ = kmeans(x - x.mean(axis=1, keepdims=True), max(1, len(ok) // 1000), iters=10,
+                          seed=seed)
+    pairs = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        for s in range(0, len(idx), 256):
+            rows = idx[s:s + 256]
+            l1 = np.abs(x[rows][:, None, :] - x[idx][None, :, :]).mean(-1)
+            bits = hamming(h[ok[rows]][:, None], h[ok[idx]][None, :])
+            for a, b in zip(*np.nonzero((l1 <= max_l1) & (bits <= max_bits)), strict=True):
+                if rows[a] < idx[b]:
+                    pairs.append((int(ok[rows[a]]), int(ok[idx[b]])))
+    return pairs
+
+
+def _semantic_pairs(x: np.ndarray, threshold: float, seed: int) -> list[tuple[int, int]]:
+    """Pairs with cosine >= ``threshold``, searched within k-means clusters of ~1000 rows."""
+    ok = np.flatnonzero(~np.isnan(x).any(axis=1))
+    if len(ok) < 2:
+        return []
+    labels, _, _ = kmeans(x[ok], max(1, len(ok) // 1000), iters=10, seed=seed)
+    pairs = []
+    for c in np.unique(labels):
+        idx = ok[labels == c]
+        sim = x[idx] @ x[idx].T
+        for a, b in zip(*np.nonzero(np.triu(sim >= threshold, 1)), strict=True):
+            pairs.append((int(idx[a]), int(idx[b])))
+    return pairs
+
+
+def _embeddings(step: Step, model: str) -> np.ndarray:
+    view = "embeddings_" + "".join(c if c.isalnum() else "_" for c in model_key(model)).lower()
+    try:
+        t = step.query(f'SELECT c.pos, e.image_emb FROM cand c JOIN "{view}" e '
+                       "USING (sample_id) WHERE e.status = 'ok' ORDER BY c.pos")
+    except CurateError:
+        raise CurateError(f"no stored embeddings for {model!r}; run `curate embed --model "
+                          f"{model}` first") from None
+    x = np.full((len(step.ids), t.schema.field("image_emb").type.list_size), np.nan, np.float32)
+    x[t["pos"].to_numpy()] = normalize(vectors(t["image_emb"]))
+    return x
+
+
+def _apply(step: Step, alive: np.ndarray, pairs: list[tuple[int, int]], prio: np.ndarray,
+           stage: str) -> None:
+    """Group ``pairs`` among ``alive`` rows; drop all but each group's representative."""
+    g = _Groups(len(step.ids))
+    for a, b in pairs:
+        if alive[a] and alive[b]:
+            g.union(a, b)
+    labels = g.labels()
+    members = np.flatnonzero(alive)
+    for root in np.unique(labels[members]):
+        grp = members[labels[members] == root]
+        if len(grp) < 2:
+            continue
+        rep = grp[np.lexsort((grp, -prio[grp]))[0]]  # highest priority, then earliest rank
+        for i in grp[grp != rep]:
+            alive[i] = False
+            step.drop(step.ids[i], f"{stage} duplicate of {step.ids[rep]}", stage=stage,
+                      group_id=f"{stage}:{step.ids[rep][:12]}", representative=step.ids[rep])
+
+
+def dedup(step: Step, by: str = "clip_score",
+          stages: str | tuple = ("exact", "perceptual", "semantic"), phash_bits: int = 12,
+          thumb_l1: float = 5.0, semantic: float = 0.999, model: str = "tiny-clip",
+          seed: int = 0, workers: int = 0) -> tuple[list[str], dict[str, Any]]:
+    """The cascade: identical image bytes, then perceptual copies (pHash within
+    ``phash_bits`` and thumbnail within ``thumb_l1``), then image embeddings with cosine >=
+    ``semantic``. Each stage sees the survivors of the previous one. The semantic threshold
+    depends on the model: tiny-clip maps every render of a scene to almost the same vector,
+    so on the synthetic pool only ~0.999 marks copies; CLIP ViT-B/32-class models put
+    near-duplicates above ~0.95-0.98."""
+    stages = tuple(stages.split(",")) if isinstance(stages, str) else tuple(stages)
+    phash_bits, thumb_l1, semantic = int(phash_bits), float(thumb_l1), float(semantic)
+    seed, workers = int(seed), int(workers)
+    if unknown := set(stages) - {"exact", "perceptual", "semantic"}:
+        raise CurateError(f"dedup: unknown stages {sorted(unknown)}; use exact, perceptual, "
+                          "semantic")
+    n = len(step.ids)
+    _, prio = step.column(by)
+    prio = np.nan_to_num(prio, nan=-np.inf)
+    refs = step.query("SELECT p.image_hash, p.image_path, p.image_offset, p.image_length FROM "
+                      "cand c JOIN pairs p USING (sample_id) ORDER BY c.pos").to_pydict()
+    alive = np.ones(n, bool)
+    counts = {}
+    for stage in stages:
+        before = int(alive.sum())
+        if stage == "exact":
+            first: dict[str, int] = {}
+            pairs = []
+            for i, h in enumerate(refs["image_hash"]):
+                if h is not None and (j := first.setdefault(h, i)) != i:
+                    pairs.append((j, i))
+        elif stage == "perceptual":
+            todo = np.flatnonzero(alive)
+            prints = pmap(_fingerprint_ref, [(refs["image_path"][i], refs["image_offset"][i],
+                                              refs["image_length"][i]) for i in todo], workers)
+            h, valid = np.zeros(n, np.uint64), np.zeros(n, bool)
+            thumbs = np.zeros((n, 768), np.uint8)
+            for i, fp in zip(todo, prints, strict=True):
+                if fp is not None:
+                    h[i], valid[i] = fp[0], True
+                    thumbs[i] = np.frombuffer(fp[1], np.uint8)
+            pairs = _perceptual_pairs(h, thumbs, valid, phash_bits, thumb_l1, seed)
+        else:
+            pairs = _semantic_pairs(_embeddings(step, model), semantic, seed)
+        _apply(step, alive, pairs, prio, stage)
+        counts[stage] = before - int(alive.sum())
+    step.reason = "dedup: unique or representative"
+    return [step.ids[i] for i in np.flatnonzero(alive)], {
+        "dropped_by_stage": counts, "note": ", ".join(f"{k} -{v}" for k, v in counts.items())}
+
+
+def semdedup(step: Step, eps: str | tuple = (0.01, 0.05, 0.1, 0.2), use: float | None = None,
+             keep: str = "hard", k: int | None = None, model: str = "tiny-clip",
+             seed: int = 0) -> tuple[list[str], dict[str, Any]]:
+    """SemDeDup: spherical k-means on image embeddings, rank each cluster (hard: farthest from
+    the centroid first; easy: nearest first; random), and drop an item whose max cosine to an
+    earlier-ranked item of its cluster exceeds 1 - eps. Every eps is evaluated in one pass and
+    its kept fraction reported; ``use`` (default: the smallest eps) makes the selection."""
+    eps_list = sorted(float(e) for e in (eps.split(",") if isinstance(eps, str) else eps))
+    use = float(use) if use is not None else eps_list[0]
+    if use not in eps_list:
+        eps_list = sorted({*eps_list, use})
+    if keep not in ("hard", "easy", "random"):
+        raise CurateError(f"semdedup: keep must be hard, easy or random, not {keep!r}")
+    x = _embeddings(step, model)
+    ok = np.flatnonzero(~np.isnan(x).any(axis=1))
+    n_clusters = int(k) if k else max(1, len(ok) // 1000)
+    labels, cos, _ = kmeans(x[ok], n_clusters, iters=20, seed=seed)
+    m = np.full(len(step.ids), -np.inf)  # max cosine to an earlier-ranked cluster member
+    earlier = np.full(len(step.ids), -1)
+    rng = np.random.default_rng(seed)
+    for c in np.unique(labels):
+        idx = ok[labels == c]
+        order = {"hard": np.argsort(cos[labels == c], kind="stable"),
+                 "easy": np.argsort(-cos[labels == c], kind="stable"),
+                 "random": rng.permutation(len(idx))}[keep]
+        idx = idx[order]
+        sim = np.triu(x[idx] @ x[idx].T, 1)  # sim[i, j] for i ranked before j
+        sim[np.tril_indices(len(idx))] = -np.inf
+        m[idx], earlier[idx] = sim.max(axis=0), idx[sim.argmax(axis=0)]
+    kept_frac = {str(e): float(np.mean(m[ok] <= 1 - e)) if len(ok) else 0.0 for e in eps_list}
+    keep_mask = np.zeros(len(step.ids), bool)
+    keep_mask[ok] = m[ok] <= 1 - use
+    has_emb = np.zeros(len(step.ids), bool)
+    has_emb[ok] = True
+    for i in np.flatnonzero(~keep_mask):
+        sid = step.ids[i]
+        if not has_emb[i]:
+            step.drop(sid, "semdedup: no image embedding", stage="semdedup")
+        else:
+            rep = step.ids[earlier[i]]
+            step.drop(sid, f"semdedup: cosine {m[i]:.4f} > 1 - {use} to {rep}",
+                      stage="semdedup", group_id=f"semdedup:{rep[:12]}", representative=rep)
+    step.reason = f"semdedup eps {use} ({keep})"
+    return [step.ids[i] for i in np.flatnonzero(keep_mask)], {
+        "kept_fraction_per_eps": kept_frac, "clusters": n_clusters, "eps": use, "keep": keep,
+        "note": "kept " + ", ".join(f"{v:.3f}@{e}" for e, v in kept_frac.items())}
