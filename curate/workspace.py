@@ -94,6 +94,14 @@ def view_name(kind: str, key: str) -> str:
     return f"{kind}_{_ident(key)}"
 
 
+def folder_name(kind: str, key: str) -> str:
+    """A pass output folder as pass inputs and manifests name it: ``embeddings/<key>`` or
+    ``scores/<key>`` (``Workspace.folder`` turns it back into a path)."""
+    if kind not in ("embeddings", "scores"):
+        raise ValueError(f"unknown kind of pass output {kind!r}")
+    return f"{kind}/{key}"
+
+
 @dataclass(frozen=True)
 class Selection:
     """The three files of a selection: kept ids, manifest, drop log."""
@@ -140,11 +148,22 @@ class Workspace:
     def sample_parts(self) -> list[Path]:
         return sorted(self.samples_dir.glob("part-*.parquet"))
 
+    def sample_part(self, index: int) -> Path:
+        """The ``index``-th part of the samples table (ingest appends them in order)."""
+        return self.samples_dir / f"part-{index:06d}.parquet"
+
     def pass_dir(self, kind: str, key: str) -> Path:
         """The output folder of a pass: ``embeddings/<key>`` or ``scores/<key>``."""
         if kind not in ("embeddings", "scores"):
             raise ValueError(f"unknown kind of pass output {kind!r}")
         return self.root / kind / key
+
+    def folder(self, name: str) -> Path:
+        """The folder a pass input names: ``samples`` or a ``folder_name`` (``kind/key``)."""
+        if name == "samples":
+            return self.samples_dir
+        kind, _, key = name.partition("/")
+        return self.pass_dir(kind, key)
 
     def embeddings_dir(self, model: str) -> Path:
         """The folder of a model's image and caption embeddings."""
@@ -188,6 +207,11 @@ class Workspace:
         return sorted(p.stem for p in self.maps_dir.glob("*.parquet")
                       if (self.maps_dir / f"{p.stem}.json").exists())
 
+    def map_picture(self, name: str, color: str | None) -> Path:
+        """Where ``curate render`` draws map ``name`` by default: ``maps/NAME-COLOR.png``
+        (``NAME-density.png`` uncoloured)."""
+        return self.maps_dir / f"{check_name(name, 'map name')}-{color or 'density'}.png"
+
     def export_record(self, selection: str) -> Path:
         """Where the last finished export of ``selection`` is recorded (``exports/NAME.json``)."""
         return self.root / "exports" / f"{check_name(selection, 'selection name')}.json"
@@ -207,6 +231,12 @@ class Workspace:
     @property
     def evaluations_dir(self) -> Path:
         return self.root / "evaluations"
+
+    @property
+    def labels_path(self) -> Path:
+        """Class labels (``sample_id``, ``label``) a user may put beside the samples; ``curate
+        evaluate`` reads them when this workspace is its held-out set."""
+        return self.root / "labels.parquet"
 
     def is_own(self, path: Path) -> bool:
         """Whether ``path`` is the workspace itself or inside one of its own entries."""
@@ -251,6 +281,12 @@ class Workspace:
         """Recreate the catalog's views from the Parquet on disk."""
         with duckdb.connect(str(self.catalog_path)) as con:
             self._build_views(con)
+
+    def build_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The catalog's views (``samples``, ``pairs``, ``embeddings_*``, ``scores_*``) in
+        ``con``, any connection: an in-memory one reads the Parquet and leaves catalog.duckdb
+        alone (``curate.connect`` builds its sandbox this way)."""
+        self._build_views(con)
 
     def _build_views(self, con: duckdb.DuckDBPyConnection) -> None:
         def glob(d):

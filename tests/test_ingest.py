@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -15,8 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curate.errors import CurateError
 from curate.images import read_bytes
-from curate.ingest import ingest
+from curate.ingest import ingest, kinds
+from curate.ingest.kinds import Kind, Options, Record, Source
 from tests import badinput
 from tests.conftest import POOL_N
 
@@ -216,3 +219,58 @@ def test_info_prints_counts_and_sizes(ingested: Path) -> None:
     assert "empty_caption" in r.stdout and "samples" in r.stdout
     d = json.loads(cli("info", "-w", str(ingested), "--json").stdout)
     assert d["samples"] == POOL_N
+
+
+def _read_pairs(source: Source, options: Options) -> Iterator[Record]:
+    """A made-up format: one ``key<TAB>image file<TAB>caption`` per line."""
+    folder = Path(source.path).parent
+    for line in Path(source.path).read_text().splitlines():
+        key, image, caption = line.split("\t")
+        rec = Record(key, source.path, source.kind, caption=caption.encode())
+        kinds.load_file(rec, folder / image)
+        yield rec
+
+
+def test_a_kind_registered_elsewhere_is_detected_and_ingested(
+        tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kinds, "_KINDS", {k.name: k for k in kinds.kinds()})  # undone after
+    kinds.register(Kind(name="pairs", detect=lambda p: p.suffix == ".pairs", read=_read_pairs,
+                        label="a .pairs list"))
+    (tmp_path / "a.jpg").write_bytes(badinput.jpeg())
+    (tmp_path / "b.png").write_bytes(badinput.png())
+    (tmp_path / "one.pairs").write_text("k1\ta.jpg\ta red square\nk2\tgone.jpg\tmissing\n")
+    (tmp_path / "two.pairs").write_text("k3\tb.png\ta blue square\n")
+    pq.write_table(pa.table({"image_path": ["a.jpg"], "caption": ["by table"]}),
+                   tmp_path / "t.parquet")
+    assert [s.kind for s in kinds.expand([str(tmp_path / "*")])] == ["pairs", "table", "pairs"]
+    report = ingest([str(tmp_path / "{one,two}.pairs")], workspace, progress=False, workers=2)
+    s = samples(workspace).sort("key")
+    assert (report.inputs, report.ok, report.failed) == (3, 2, 1)
+    assert s["source_kind"].to_list() == ["pairs"] * 3
+    assert s["caption"].to_list() == ["a red square", "missing", "a blue square"]
+    assert [codes(e) for e in s["error"]] == [set(), {"missing_image"}, set()]
+    assert s["image_format"].to_list() == ["jpeg", None, "png"]
+
+
+def test_kind_overrides_detection(pool: Path, tmp_path: Path, workspace: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(badinput.jpeg())
+    (tmp_path / "list.dat").write_text("image_path,caption\na.jpg,a red square\n")
+    with pytest.raises(CurateError, match="list.dat: not an img2dataset shard"):
+        ingest([str(tmp_path / "list.dat")], workspace, progress=False)
+    ingest([str(tmp_path / "list.dat")], workspace, progress=False, kind="table")
+    s = samples(workspace)
+    assert s.select("source_kind", "status", "caption").rows() == [
+        ("table", "ok", "a red square")]
+    # an img2dataset shard read as a plain tar: its parquet's failed downloads are not rows
+    other = tmp_path / "ws2"
+    report = ingest([str(pool / "00000.tar")], other, progress=False, kind="webdataset")
+    truth = pl.read_parquet(pool / "truth.parquet").filter(
+        (pl.col("shard") == "00000") & ~pl.col("failed_download"))
+    s = samples(other)
+    assert report.inputs == s.height == truth.height < 200
+    assert set(s["source_kind"]) == {"webdataset"}
+    assert sorted(s["orig_key"]) == sorted(truth["key"])
+    with pytest.raises(CurateError, match="unknown source kind 'tarball'; use one of: ") as e:
+        ingest([str(pool)], tmp_path / "ws3", progress=False, kind="tarball")
+    assert {"img2dataset", "webdataset", "table", "folder"} <= set(
+        str(e.value).split("use one of: ")[1].split(", "))

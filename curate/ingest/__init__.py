@@ -3,6 +3,15 @@
 ``sample_id`` is a content hash of the image bytes and the caption, so re-ingesting a source
 adds nothing. A row that failed (or repeats an identical pair found elsewhere) gets an id that
 also hashes its location, so every input keeps exactly one row: inputs = ok + failed.
+
+The package: ``kinds`` (the contract of a source kind, its registry, and globs, braces and
+detection), one reader module per kind (``img2dataset``, ``webdataset``, ``tables``,
+``folders``), ``seen`` (the ids already ingested) and this verb. To add a kind, write one
+module here that ends with ``KIND = register(Kind(name=, detect=, read=, check=, rank=))``:
+``kinds()`` imports every module of this package, so nothing else lists it; ``rank`` places
+its ``detect`` among the others' (lower is asked first; ``folder`` is last at 90), and
+``ingest(..., kind=NAME)`` skips detection. A kind defined outside the package (a test, a
+notebook) is registered the same way once its module is imported.
 """
 
 from __future__ import annotations
@@ -25,9 +34,9 @@ from tqdm import tqdm
 from curate.files import write_parquet
 from curate.hashing import content_id, digest, image_hash
 from curate.images import MAX_PIXELS, probe
-from curate.ingest import sources
+from curate.ingest import kinds
+from curate.ingest.kinds import Options, Record
 from curate.ingest.seen import SeenIds, place
-from curate.ingest.sources import Record
 from curate.workspace import Workspace
 
 SCHEMA = pa.schema([
@@ -124,9 +133,8 @@ def _existing(ws: Workspace) -> SeenIds:
 
 
 def _validated(job: tuple) -> Iterator[dict]:
-    src, image_col, caption_col, key_col, max_pixels, verify = job
-    return (validate(r, max_pixels, verify)
-            for r in sources.read(src, image_col, caption_col, key_col))
+    src, options, max_pixels, verify = job
+    return (validate(r, max_pixels, verify) for r in kinds.get(src.kind).read(src, options))
 
 
 def _read_validated(job: tuple) -> list[dict]:
@@ -147,14 +155,17 @@ def _rows(jobs: list[tuple], workers: int) -> Iterator[Iterator[dict] | list[dic
 def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None,
            caption_col: str | None = None, key_col: str | None = None,
            part_rows: int = 5000, max_pixels: int = MAX_PIXELS, verify: bool = False,
-           progress: bool = True, workers: int | None = None) -> IngestReport:
+           progress: bool = True, workers: int | None = None,
+           kind: str | None = None) -> IngestReport:
     """Read every source (in parallel processes) and append the samples not yet in
     ``workspace``; ids are decided in source order, so the result does not depend on
-    ``workers``."""
+    ``workers``. ``kind`` names the kind of every source (``kinds.kinds()``), skipping
+    detection."""
     start = time.time()
-    found = sources.expand(paths)
+    found = kinds.expand(paths, kind)
+    options = Options(image_col, caption_col, key_col)
     for src in found:  # fails here, before writing, on an unreadable source
-        sources.check(src, image_col, caption_col)
+        kinds.get(src.kind).check(src, options)
     ws = Workspace.open(workspace, create=True)
     existing = _existing(ws)
     report = IngestReport(sources=len(found))
@@ -162,7 +173,7 @@ def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None
     batch: list[dict] = []
     bar = tqdm(desc="ingest", unit=" samples", disable=not progress, file=sys.stderr,
                mininterval=1.0, delay=1.0)
-    jobs = [(src, image_col, caption_col, key_col, max_pixels, verify) for src in found]
+    jobs = [(src, options, max_pixels, verify) for src in found]
     for rows in _rows(jobs, (os.cpu_count() or 1) if workers is None else workers):
         for row in rows:
             report.inputs += 1
@@ -197,6 +208,6 @@ def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None
 
 
 def _flush(ws: Workspace, rows: list[dict], index: int) -> str:
-    path = ws.samples_dir / f"part-{index:06d}.parquet"
+    path = ws.sample_part(index)
     write_parquet(pa.Table.from_pylist(rows, schema=SCHEMA), path)
     return path.name

@@ -1,0 +1,40 @@
+"""Folders of images, each captioned by a same-named ``.txt`` beside it (``cat.jpg`` and
+``cat.txt``), searched recursively; the key is the path inside the folder without extension.
+Asked last: any folder that holds no shards is read as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from curate.images import IMAGE_EXTS
+from curate.ingest.kinds import Kind, Options, Record, Source, load_file, register
+
+
+def read(source: Source, options: Options) -> Iterator[Record]:
+    root = Path(source.path)
+    images: dict[str, list[Path]] = {}
+    captions: dict[str, Path] = {}
+    for p in sorted(root.rglob("*")):
+        ext = p.suffix.lower().lstrip(".")
+        stem = str(p.relative_to(root).with_suffix(""))
+        if p.is_file() and ext == "txt":
+            captions[stem] = p
+        elif p.is_file() and ext in IMAGE_EXTS:
+            images.setdefault(stem, []).append(p)
+    for stem in sorted(set(images) | set(captions)):
+        caption = captions[stem].read_bytes() if stem in captions else None
+        for i, file in enumerate(images.get(stem, [None])):
+            rec = Record(stem, source.path, source.kind, caption=caption)
+            if file is None:
+                rec.errors.append("missing_image: a caption file with no image beside it")
+            else:
+                load_file(rec, file)
+            if i:
+                rec.errors.append(f"duplicate_key: another image is also named {stem}.*")
+            yield rec
+
+
+KIND = register(Kind(name="folder", detect=Path.is_dir, read=read,
+                     label="a folder of images", rank=90))

@@ -1,0 +1,155 @@
+"""Plain webdataset tars: members grouped by key (``0001.jpg``, ``0001.txt``, ``0001.json``),
+the caption in ``.txt`` or in the ``.json``'s ``caption``. img2dataset's reader reuses
+``records`` and ``check``, adding its parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from curate.errors import CurateError
+from curate.images import IMAGE_EXTS
+from curate.ingest.kinds import Kind, Options, Record, Source, register
+
+# img2dataset's per-sample fields (in its parquet, and in each sample's .json) -> columns
+META_COLUMNS = {"url": "url", "key": "orig_key", "width": "width_i2d", "height": "height_i2d",
+                "original_width": "orig_width", "original_height": "orig_height",
+                "sha256": "sha256", "status": "download_status",
+                "error_message": "download_error"}
+
+
+def is_tar(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(".tar")
+
+
+def check(source: Source, options: Options) -> None:
+    """The tar opens and its first header reads."""
+    try:
+        with tarfile.open(source.path, "r:") as tar:
+            tar.next()
+    except (tarfile.TarError, OSError) as e:
+        raise CurateError(f"{source.path}: cannot read as a tar ({e})") from None
+
+
+def read(source: Source, options: Options) -> Iterator[Record]:
+    return records(source, {})
+
+
+def records(source: Source, rows: dict[str, dict]) -> Iterator[Record]:
+    """The samples of a tar with their metadata: the row of ``rows`` with the sample's key
+    (popped, so the rows left after are those with no sample in the tar), else its .json."""
+    for rec in _groups(source):
+        raw = rec.meta.pop("_json", None)
+        info: dict = {}
+        if raw is not None:
+            try:
+                info = json.loads(raw)
+                info = info if isinstance(info, dict) else {}
+            except (ValueError, UnicodeDecodeError):
+                rec.errors.append("bad_json: the .json member is not valid JSON")
+        if rec.caption is None and isinstance(info.get("caption"), str):
+            rec.caption = info["caption"].encode()
+        row = rows.pop(rec.key, None) or info
+        rec.meta.update(meta(row))
+        rec.meta["extra"] = {k: v for k, v in info.items() if k not in META_COLUMNS
+                             and k != "caption"} or None
+        yield rec
+
+
+def meta(row: dict) -> dict:
+    """The known metadata fields of ``row`` under their column names."""
+    return {new: row.get(old) for old, new in META_COLUMNS.items() if old in row}
+
+
+def _split(name: str) -> tuple[str, str]:
+    """webdataset's rule: the key is everything before the first dot of the basename."""
+    m = re.match(r"^((?:.*/|)[^.]+)[.]([^/]*)$", name)
+    return (m.group(1), m.group(2).lower()) if m else (name, "")
+
+
+def _groups(source: Source) -> Iterator[Record]:
+    """Group consecutive tar members by key, as webdataset does; a truncated tar ends the
+    iteration with an error on the sample it cut."""
+    try:
+        tar = tarfile.open(source.path, "r:")
+    except (tarfile.TarError, OSError) as e:
+        raise CurateError(f"{source.path}: cannot read as a tar ({e})") from None
+    cur: Record | None = None
+    seen: set[str] = set()
+    with tar:
+        while True:
+            try:
+                member = tar.next()
+            except (tarfile.TarError, EOFError, OSError) as e:
+                if cur is None:
+                    cur = Record("", source.path, source.kind)
+                cur.errors.append(f"truncated_tar: {e}")
+                break
+            if member is None:
+                tail = _tail_error(source.path, tar.offset)
+                if tail:
+                    if cur is not None:
+                        yield cur
+                    cur = Record(f"@{tar.offset}", source.path, source.kind, errors=[tail])
+                break
+            if not member.isfile():
+                continue
+            key, ext = _split(member.name)
+            field_ = ("image" if ext in IMAGE_EXTS else ext if ext in ("txt", "json")
+                      else None)
+            if cur is not None and (key != cur.key or (field_ and _has(cur, field_))):
+                yield cur
+                cur = None
+            if cur is None:
+                cur = Record(key, source.path, source.kind)
+                if key in seen:
+                    cur.errors.append(f"duplicate_key: key {key!r} appears again in the tar")
+                seen.add(key)
+            if field_ is None:
+                continue
+            try:
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise EOFError("member shorter than its header says")
+            except (tarfile.TarError, EOFError, OSError) as e:
+                cur.errors.append(f"truncated_tar: {member.name}: {e}")
+                break
+            _put(cur, field_, data, member)
+    if cur is not None:
+        yield cur
+
+
+def _tail_error(path: str, offset: int) -> str | None:
+    """tarfile stops quietly at a cut header; bytes after the last member that are not the
+    zero end-of-archive blocks mean the tar was truncated."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        tail = f.read(1 << 20)
+    if tail.strip(b"\0"):
+        return f"truncated_tar: {len(tail)} unreadable bytes after the last member at {offset}"
+    if len(tail) < 1024:
+        return "truncated_tar: no end-of-archive blocks after the last member"
+    return None
+
+
+def _has(rec: Record, field_: str) -> bool:
+    return {"image": rec.image_path, "txt": rec.caption, "json": rec.meta.get("_json")}[
+        field_] is not None
+
+
+def _put(rec: Record, field_: str, data: bytes, member: tarfile.TarInfo) -> None:
+    if field_ == "image":
+        rec.image, rec.image_path = data, rec.source
+        rec.image_offset, rec.image_length = member.offset_data, member.size
+    elif field_ == "txt":
+        rec.caption = data
+    else:
+        rec.meta["_json"] = data
+
+
+KIND = register(Kind(name="webdataset", detect=is_tar, read=read, check=check,
+                     label="a webdataset tar", rank=20, shards=True))
