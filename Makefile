@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.curate-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.venv/numba-cache
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test test-fast bench lint venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the fast tier (about two minutes on two cores): every test not marked slow
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 # every benchmark, one table (bench/out/suite.md); BENCH_ARGS=--quick drops the 1M coreset
 bench: $(STAMP)
