@@ -49,3 +49,50 @@ def read_json(path: str | Path) -> dict:
 def dir_size(path: Path) -> int:
     """Bytes of every file under ``path``."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def atomic_files(finals: list[Path], journal: Path) -> Iterator[list[Path]]:
+    """Yield a temporary path beside each of ``finals``; once the caller has written them all,
+    move them into place so that the set appears whole or not at all.
+
+    The plan (temporary -> final names) is written to ``journal`` before the first rename and
+    removed after the last; a run killed in between leaves the journal, and ``recover`` (run
+    when the workspace is next opened) finishes the renames, so readers see the old set or
+    the new one, never a mix. A run that fails before the plan is written changes nothing."""
+    tmps = []
+    for final in finals:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        tmps.append(Path(tmp))
+    try:
+        yield tmps
+        write_json({"replace": [[str(t), str(f)] for t, f in zip(tmps, finals, strict=True)]},
+                   journal)
+        _roll_forward(journal)
+    finally:
+        for t in tmps:
+            if t.exists() and not journal.exists():
+                t.unlink()
+
+
+def _roll_forward(journal: Path) -> None:
+    for tmp, final in read_json(journal)["replace"]:
+        with contextlib.suppress(FileNotFoundError):  # already moved (by another recover)
+            os.replace(tmp, final)
+    with contextlib.suppress(FileNotFoundError):
+        journal.unlink()
+
+
+def recover(journals: Path) -> list[str]:
+    """Finish every multi-file replacement a killed run left half done under ``journals``
+    (see ``atomic_files``); the names of the plans finished."""
+    done = []
+    for journal in sorted(journals.glob("*.json")) if journals.is_dir() else []:
+        try:
+            _roll_forward(journal)
+        except (ValueError, KeyError):  # a journal is written atomically: this one is foreign
+            continue
+        done.append(journal.stem)
+    return done
