@@ -19,7 +19,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.files import read_json
+from curate.files import atomic_files, read_json, recover
 
 DEFAULT_WORKSPACE = "workspace"
 
@@ -135,7 +135,20 @@ class Workspace:
         elif not (root / "samples").is_dir():
             raise CurateError(f"{root} is not a workspace (no samples/ folder); "
                               "run `curate ingest SOURCE -w DIR` first")
-        return cls(root)
+        ws = cls(root)
+        recover(ws.journals_dir)  # finish a multi-file replacement a killed run left half done
+        return ws
+
+    @property
+    def journals_dir(self) -> Path:
+        return self.root / ".commits"
+
+    def replace_together(self, what: str, finals: list[Path]
+                         ) -> contextlib.AbstractContextManager[list[Path]]:
+        """Temporary paths for ``finals`` (files of one output, e.g. a selection's three),
+        moved into place together when the block ends: readers see the old set or the new one,
+        also after a kill (``curate.files.atomic_files``)."""
+        return atomic_files(finals, self.journals_dir / f"{what}.json")
 
     @property
     def samples_dir(self) -> Path:
