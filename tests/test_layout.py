@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "curate"
 # lowest first; a module may import its own stage and the stages before it, never one after
 STAGES = [
     ("errors", "files", "hashing", "arrays", "metrics"),  # pure helpers every stage shares
-    ("workspace", "lock", "images", "parallel", "cluster"),  # layout, one writer, bytes, compute
+    ("workspace", "lock", "integrity", "images", "parallel", "cluster"),  # layout, writer, bytes
     ("synth",),  # the synthetic pool (tiny-clip trains on it)
     ("models",),
     ("ingest",),
@@ -23,7 +23,7 @@ STAGES = [
     ("maps", "evaluate"),
     ("cards",),
     ("export",),
-    ("sql", "info"),
+    ("sql", "info", "verify"),
     ("demo", "cli"),
 ]
 RANK = {name: i for i, names in enumerate(STAGES) for name in names}
