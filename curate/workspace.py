@@ -53,8 +53,13 @@ def memory_db() -> duckdb.DuckDBPyConnection:
         if _MEMORY_DB is None or _MEMORY_DB[0] != os.getpid():
             _MEMORY_DB = (os.getpid(), duckdb.connect(config={
                 "memory_limit": MEMORY_LIMIT,  # a sort or join beyond it spills to disk
-                "temp_directory": str(Path(tempfile.gettempdir()) / "curate-duckdb")}))
+                "temp_directory": str(_spill_dir())}))
         return _MEMORY_DB[1]
+
+
+def _spill_dir() -> Path:
+    """Where DuckDB spills a sort or join larger than ``MEMORY_LIMIT``."""
+    return Path(tempfile.gettempdir()) / "curate-duckdb"
 
 
 def view_names(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -262,14 +267,14 @@ class Workspace:
         base = self.root / kind
         return sorted(p.parent for p in base.glob("*/manifest.json")) if base.is_dir() else []
 
-    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """A connection to the catalog, rebuilt first so views see every part on disk."""
-        if not read_only:
-            con = duckdb.connect(str(self.catalog_path))
-            self._build_views(con)
-            return con
-        self.refresh()
-        return duckdb.connect(str(self.catalog_path), read_only=True)
+    def connect(self, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the catalog's views over the Parquet on disk now: it never
+        opens catalog.duckdb, so a reader takes no lock a writer could trip on and works on a
+        full disk. (``read_only`` is kept for callers; the views are never written back.)"""
+        con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT,
+                                     "temp_directory": str(_spill_dir())})
+        self._build_views(con)
+        return con
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -291,9 +296,20 @@ class Workspace:
                 c.execute(f"DETACH {name}")
 
     def refresh(self) -> None:
-        """Recreate the catalog's views from the Parquet on disk."""
-        with duckdb.connect(str(self.catalog_path)) as con:
-            self._build_views(con)
+        """Rebuild catalog.duckdb (views only) in a fresh file and rename it into place, so a
+        client holding the old one open (``duckdb.connect(..., read_only=True)``) keeps reading
+        it and never blocks the writer; a missing or garbage catalog is simply replaced."""
+        tmp = self.root / f".catalog.{os.getpid()}.{next(_SNAPSHOTS)}.duckdb.tmp"
+        try:
+            with duckdb.connect(str(tmp)) as con:
+                self._build_views(con)
+            with contextlib.suppress(FileNotFoundError):  # a stale log of the file replaced
+                os.unlink(f"{self.catalog_path}.wal")
+            os.replace(tmp, self.catalog_path)
+        finally:
+            for leftover in (tmp, Path(f"{tmp}.wal")):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
 
     def build_views(self, con: duckdb.DuckDBPyConnection) -> None:
         """The catalog's views (``samples``, ``pairs``, ``embeddings_*``, ``scores_*``) in
