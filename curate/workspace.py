@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.files import atomic_files, read_json, recover
+from curate.files import atomic_files, atomic_path, read_json, recover
 
 DEFAULT_WORKSPACE = "workspace"
 
@@ -169,6 +170,35 @@ class Workspace:
     def sample_part(self, index: int) -> Path:
         """The ``index``-th part of the samples table (ingest appends them in order)."""
         return self.samples_dir / f"part-{index:06d}.parquet"
+
+    def add_sample_part(self, table: pa.Table) -> Path:
+        """Write ``table`` as a new samples part under a number no part ever had: one past the
+        highest ever written (``samples/.high-water``, so a deleted part's number is never
+        reused and no pass trusts an old part of that name), created exclusively (a hard link
+        that fails if the name exists, so two writers can never share a part)."""
+        mark = self.samples_dir / ".high-water"
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part.", suffix=".tmp", dir=self.samples_dir)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            have = [int(p.stem.split("-")[1]) for p in self.sample_parts()
+                    if p.stem.split("-")[1].isdigit()]
+            index = max([-1, *have]) + 1
+            with contextlib.suppress(OSError, ValueError):
+                index = max(index, int(mark.read_text()))
+            while True:
+                final = self.sample_part(index)
+                try:
+                    os.link(tmp, final)
+                    break
+                except FileExistsError:
+                    index += 1
+        finally:
+            os.unlink(tmp)
+        with atomic_path(mark) as m:
+            m.write_text(str(index + 1))
+        return final
 
     def pass_dir(self, kind: str, key: str) -> Path:
         """The output folder of a pass: ``embeddings/<key>`` or ``scores/<key>``."""
