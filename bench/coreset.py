@@ -1,9 +1,9 @@
-"""Time ClipCov (curate.select.coreset.clipcov) on random unit vectors with k-means partitions.
+"""Time ClipCov (curate.select.clipcov.clipcov) on random unit vectors with k-means partitions.
 
     .venv/bin/python bench/coreset.py [--n 100000 1000000] [--dim 512] [--fraction 0.3]
                                       [--rows-per-partition 2000] [--device cpu|cuda]
 
-Per N: k-means (``curate.select.coreset.kmeans_partition``: k = N // rows-per-partition, fitted on
+Per N: k-means (``curate.select.clipcov.kmeans_partition``: k = N // rows-per-partition, fitted on
 256·k rows, all assigned) and clipcov are timed apart. Memory (resource.getrusage high-water
 mark): ``peak_rss_gib`` for the whole run, ``clipcov_peak_rss_gib`` for clipcov alone (the mark
 is reset just before it via /proc/self/clear_refs) against ``rss_before_clipcov_gib`` (inputs
@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.arrays import normalize  # noqa: E402
-from curate.select.coreset import clipcov, kmeans_partition  # noqa: E402
+from curate.select.clipcov import clipcov, kmeans_partition  # noqa: E402
 
 
 def peak_rss_gib() -> float:

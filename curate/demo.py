@@ -19,9 +19,9 @@ from curate.synth import make_pool
 from curate.synth.truth import dedup_quality, score_aurocs
 
 SELECTIONS = [("dedup", [("dedup", {"by": "clip_score"})], None),
-              ("top30", [("top", {"column": "clip_score", "amount_": 0.3})], None),
+              ("top30", [("top", {"column": "clip_score", "amount": 0.3})], None),
               ("semdedup", [("semdedup", {"eps": "0.0005,0.001,0.005"})], "dedup"),
-              ("coreset30", [("coreset", {"amount_": 0.3})], "dedup")]
+              ("coreset30", [("coreset", {"amount": 0.3})], "dedup")]
 
 
 def demo(workspace: Path, n: int = 2000, seed: int = 0) -> None:

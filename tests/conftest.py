@@ -56,5 +56,5 @@ def scored_with_selection(embedded: Path, dest: Path) -> Path:
     score(dest, "clip_score", progress=False)
     select(dest, "clean", [("where", {"expr": "clip_score > 0.3"}),
                            ("dedup", {"stages": "exact,perceptual"}),
-                           ("top", {"column": "clip_score", "amount_": 0.5})])
+                           ("top", {"column": "clip_score", "amount": 0.5})])
     return dest

@@ -13,7 +13,9 @@ import pytest
 
 from curate.arrays import normalize
 from curate.errors import CurateError
-from curate.select.coreset import clipcov, load_embeddings, select_coreset
+from curate.select import load_selection, select
+from curate.select.clipcov import clipcov
+from curate.select.coreset import load_embeddings, select_coreset
 from curate.workspace import Workspace
 
 
@@ -161,6 +163,9 @@ def test_label_column_partitions(ws: Path, truth: pl.DataFrame) -> None:
     labels = np.unique([src[s] for s in sid], return_inverse=True)[1]
     direct, _ = clipcov(img, txt, labels, 50)
     assert picked == [sid[i] for i in direct]
+    rule = select(ws, "by_source", [("coreset", {"amount": 50, "partition": "source"})],
+                  overwrite=True)  # the rule reads the column through the chain's connection
+    assert rule.kept == 50 and load_selection(Workspace.open(ws), "by_source") == picked
     with pytest.raises(CurateError, match="no_such_column"):
         select_coreset(ws, ids, 50, partition="no_such_column")
 

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
+from curate.maps.io import read_manifest
+from curate.select.store import SelectReport, check_free, write_selection
 from curate.workspace import Workspace
 
 
@@ -27,21 +29,14 @@ def geometry(selection: Any) -> dict | None:
     return None
 
 
-def save_brush(workspace: str | Path, name: str, ids: list[str], map_name: str,
-               shape: dict | None, overwrite: bool = False) -> Any:
+def save_brush(workspace: Workspace | str | Path, name: str, ids: list[str], map_name: str,
+               shape: dict | None, overwrite: bool = False) -> SelectReport:
     """Write the brushed ``ids`` as selection ``name`` (rule ``brush``; parameters: the map
-    and the brush geometry), in the format ``curate select`` writes."""
-    from curate.select import NAME, SelectReport, _write, selection_path
-
-    ws = Workspace.open(workspace)
-    if not NAME.match(name or ""):
-        raise CurateError(f"selection name {name!r}: use letters, digits, '_', '-', '.'")
+    and the brush geometry), through the selection store as ``curate select`` writes one."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
+    check_free(ws, name or "", overwrite, hint="overwrite it")
     if not ids:
         raise CurateError("the brush holds no points; draw it over the map's points first")
-    if selection_path(ws, name).exists() and not overwrite:
-        raise CurateError(f"selection {name!r} exists; pick another name or overwrite it")
-    from curate.maps.io import read_manifest
-
     points = read_manifest(ws, map_name)["points"]
     shape = _plain(shape)
     ids = list(dict.fromkeys(ids))
@@ -49,7 +44,8 @@ def save_brush(workspace: str | Path, name: str, ids: list[str], map_name: str,
     step = {"rule": "brush", "params": {"map": map_name, "geometry": shape}, "in": points,
             "out": len(ids), "note": f"brushed on map {map_name}"}
     report = SelectReport(name, points, len(ids), [step])
-    _write(ws, name, ids, {i: f"brush on map {map_name}" for i in ids}, [], report, None)
+    write_selection(ws, name, ids, {i: f"brush on map {map_name}" for i in ids}, [], report,
+                    None)
     report.seconds = time.time() - t0
     return report
 

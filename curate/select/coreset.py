@@ -1,280 +1,79 @@
-"""ClipCov coreset selection: cross-covariance-preserving greedy per partition (Joshi, Jain,
-Payani, Mirzasoleiman, AISTATS 2024), as operationally defined by the released notebook
-``BigML-CS-UCLA/clipcov-data-efficient-clip:clip_core.ipynb`` (algorithms.md section 3.1).
-
-The notebook, for each partition (pseudo-class) k with members V_k:
-
-* S_k = image-text cosine matrix of V_k (S_k[i, j] = <img_i, txt_j>), entries <= THRESHOLD (0)
-  zeroed (``it_sims *= (it_sims > 0)``);
-* easiness_i = S_k[i, i]; cross_i = (sum_j S_k[i, j] + sum_j S_k[j, i]) / |V_k|;
-  itc_i = cos(image_i, text centre of k); tic_i = cos(text_i, image centre of k);
-  ls_i = similarity of the caption to the class label;
-* initial score s_i = cross_i + 2 easiness_i + ½ ls_i - (tic_i + itc_i);
-* greedy: take the global argmax; when partition k's selected count c satisfies
-  (c + 1) % 200 == 0, subtract from every member i of V_k
-  (sum_{s in N_k} S_k[i, s] + S_k[s, i]) / |V_k| (redundancy with the batch N_k selected in k
-  since k's last refresh), sum_{s selected in k so far} cross_s / |V_k| (cumulative: it is
-  subtracted again at every refresh) and ½ sum_{s in N_k} ls_s / |V_k|; selected items are set
-  to -inf and the order re-sorted; stop at B = int(N * fraction) picks.
-
-How this module computes exactly that, with memory bounded by one partition:
-
-* A partition's scores change only through its own picks, so its pick sequence (and the score
-  each item has when it reaches the top) does not depend on the other partitions. Each
-  partition's greedy is therefore run on its own, with S_k built once and freed afterwards
-  (never an N x N matrix), and vectorised: between two refreshes the scores are fixed, so the
-  next w picks are the top w of a stable sort (one torch sort per refresh, no Python loop per
-  pick or per candidate).
-* The global "take the argmax" loop is then a merge of the per-partition sequences by their
-  next element. That merge equals a stable sort of all picks by the running minimum of their
-  partition's pick scores (descending; ties by partition, then pick position), which is one
-  ``np.lexsort``; the first B are the selection.
-
-Deviations from the notebook (each also recorded in the returned info where it applies):
-
-* Partitions are whatever the caller passes (k-means clusters by default in
-  ``select_coreset``), not ImageNet-1k pseudo-classes. With no class label to compare with,
-  ls_i defaults to the cosine of the caption to its partition's (normalized mean) text
-  centroid; pass ``label_sim`` to use a real caption-to-label similarity instead.
-* The centres in itc/tic are the normalized means of the partition's image / text embeddings
-  (the notebook's arrays for them are precomputed and their code is unreleased).
-* A partition larger than ``max_partition`` is split, seeded, into random chunks of at most that
-  size (``np.array_split`` of a permutation); each chunk has its own S, cross, redundancy and
-  |V| (= the chunk size) and its own refresh counter, while itc/tic/ls use the centres of the
-  whole partition. The notebook keeps every S_k in memory at once.
-* ``label_weight`` scales ls both in the initial score and in the refresh deduction (the
-  notebook hard-codes ½ in both places); ``easiness_weight`` is the notebook's 2.
-* Ties are broken deterministically (lower row index first within a partition, lower
-  partition first across partitions); the notebook's ``np.argsort`` order is arbitrary there.
-* The notebook re-sorts after a refresh even when the partition is exhausted; no effect.
+"""ClipCov coreset selection over a workspace: the ``coreset`` rule, ``select_coreset`` (the
+candidates' stored embeddings, a partition of them, a budget) and its two partitions (k-means on
+the image embeddings, or a column of the catalog). The greedy itself is ``clipcov``, in
+``curate.select.clipcov`` (Joshi et al. 2024; algorithms.md section 3.1).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 
+from curate.arrays import normalize, vectors
 from curate.errors import CurateError
+from curate.params import Amount
+from curate.select.clipcov import DEFAULT_MAX_PARTITION, clipcov, kmeans_partition
+from curate.select.step import Step
 from curate.workspace import Workspace
 
-DEFAULT_MAX_PARTITION = 20000  # S of one 20k chunk: 1.6 GB of float32, 2e11 flops at d=512
 ROWS_PER_PARTITION = 2000  # select_coreset's default k = max(1, N // 2000)
-KMEANS_POINTS_PER_CENTROID = 256  # k-means fits on at most 256·k rows (as faiss), assigns all
 
 
-def clipcov(img: np.ndarray, txt: np.ndarray, partition: np.ndarray, budget: int,
-            easiness_weight: float = 2.0, label_weight: float = 0.5, refresh: int = 200,
-            threshold: float = 0.0, max_partition: int = DEFAULT_MAX_PARTITION, seed: int = 0,
-            device: str = "cpu", label_sim: np.ndarray | None = None
-            ) -> tuple[np.ndarray, dict[str, Any]]:
-    """ClipCov greedy selection (module docstring; algorithms.md 3.1).
+@dataclass(frozen=True)
+class CoresetParams:
+    """Parameters of ``coreset``: the budget, the partition, and ClipCov's weights (the
+    notebook's values by default; ``clipcov`` documents each)."""
 
-    ``img``/``txt``: L2-normalized float32 (N, d) embeddings of the pairs; ``partition``: an int
-    label per row; ``budget``: number of rows to pick. ``label_sim`` (optional, (N,)): each
-    caption's similarity to its partition's label; by default the cosine of the caption to its
-    partition's text centroid. Returns the picked row indices in pick order (length
-    min(budget, N)) and an info dict for a manifest. Memory beyond the inputs: one (capped)
-    partition's S matrix at a time (``max_partition``² floats at most, ``info["max_matrix"]``
-    is the largest built), that partition's rows, and O(N) pick bookkeeping.
+    amount: Amount = Amount(0.3)  # the budget: a fraction of the candidates or a count
+    model: str = "tiny-clip"
+    partition: str = "kmeans"  # or a column of the pairs view whose values are the partitions
+    k: int | None = None  # k-means partitions (default: one per 2,000 selectable samples)
+    easiness_weight: float = 2.0
+    label_weight: float = 0.5
+    refresh: int = 200  # picks per partition between two redundancy deductions
+    threshold: float = 0.0
+    max_partition: int = DEFAULT_MAX_PARTITION
+    seed: int = 0
+    device: str = "cpu"
 
-    Cost: partitions of size m take m² floats each in turn and 2·m²·d flops each, N·m·d·2 in
-    all, plus ~2·m² memory reads per partition for the refreshes. On the shared 2-core dev box
-    (about 35 GFLOPS) N = 100k took ~11 s and N = 1M ~2.7 min (m ~ 2000, d = 512, budget 30%;
-    bench/coreset.py). Recommended: k ~ N / 2000 partitions; the default cap of 20,000 only
-    catches outliers (a partition at the cap costs ~1.6 GB and ~4e11 flops).
-    """
-    t0 = time.perf_counter()
-    img = np.ascontiguousarray(img, dtype=np.float32)
-    txt = np.ascontiguousarray(txt, dtype=np.float32)
-    partition = np.asarray(partition)
-    n = len(img)
-    if img.ndim != 2 or txt.shape != img.shape:
-        raise ValueError(f"img and txt must be (N, d) of one shape, got {img.shape} and "
-                         f"{txt.shape}")
-    if partition.shape != (n,):
-        raise ValueError(f"partition must have one label per row ({n}), got {partition.shape}")
-    if label_sim is not None:
-        label_sim = np.asarray(label_sim, dtype=np.float64)
-        if label_sim.shape != (n,):
-            raise ValueError(f"label_sim must have one value per row ({n})")
-    if budget < 0:
-        raise ValueError(f"budget must be >= 0, got {budget}")
-    if refresh < 1 or max_partition < 1:
-        raise ValueError("refresh and max_partition must be at least 1")
-    budget = int(min(budget, n))
-    info: dict[str, Any] = dict(
-        algorithm="clipcov", reference="algorithms.md 3.1; clipcov-data-efficient-clip:"
-        "clip_core.ipynb", n=n, budget=budget, easiness_weight=easiness_weight,
-        label_weight=label_weight, label_sim="given" if label_sim is not None else
-        "caption cosine to partition text centroid", refresh=refresh, threshold=threshold,
-        max_partition=max_partition, seed=seed, device=str(device))
-
-    labels, inverse = np.unique(partition, return_inverse=True) if n else (np.zeros(0), None)
-    sizes = np.bincount(inverse, minlength=len(labels)) if n else np.zeros(0, np.int64)
-    info["partitions"] = len(labels)
-    info["partition_sizes"] = _summary(sizes)
-    chunked = sizes > max_partition
-    info["chunked_partitions"] = int(chunked.sum())
-    info["chunks"] = int(sum(math.ceil(s / max_partition) for s in sizes[chunked]))
-    if budget == 0:
-        info.update(groups=0, max_matrix=[0, 0], refreshes=0, selected=0,
-                    seconds=round(time.perf_counter() - t0, 3))
-        return np.zeros(0, np.int64), info
-
-    rng = np.random.default_rng(seed)
-    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(sizes)[:-1])
-    seq_rows, seq_keys, seq_group, seq_pos = [], [], [], []
-    group_sizes, max_side, group = [], 0, 0
-    for rows in members:
-        x = torch.from_numpy(img[rows]).to(device)
-        y = torch.from_numpy(txt[rows]).to(device)
-        c_img = torch.nn.functional.normalize(x.mean(0), dim=0)
-        c_txt = torch.nn.functional.normalize(y.mean(0), dim=0)
-        itc, tic = (x @ c_txt).double(), (y @ c_img).double()
-        ls = (torch.from_numpy(label_sim[rows]).to(device) if label_sim is not None
-              else (y @ c_txt).double())
-        if len(rows) > max_partition:
-            perm = rng.permutation(len(rows))
-            parts = np.array_split(perm, math.ceil(len(rows) / max_partition))
-        else:
-            parts = [np.arange(len(rows))]
-        for local in parts:
-            terms = (x, y, itc, tic, ls)
-            if len(parts) > 1:
-                sub = torch.from_numpy(local).to(device)
-                terms = tuple(t[sub] for t in terms)
-            picks, scores = _greedy(*terms, easiness_weight, label_weight, refresh, threshold,
-                                    min(len(local), budget))
-            seq_rows.append(rows[local[picks]])
-            seq_keys.append(np.minimum.accumulate(scores))
-            seq_group.append(np.full(len(picks), group, np.int64))
-            seq_pos.append(np.arange(len(picks)))
-            group_sizes.append(len(local))
-            max_side = max(max_side, len(local))
-            group += 1
-        del x, y
-
-    rows_all, keys = np.concatenate(seq_rows), np.concatenate(seq_keys)
-    groups, pos = np.concatenate(seq_group), np.concatenate(seq_pos)
-    order = np.lexsort((pos, groups, -keys))[:budget]
-    taken = np.bincount(groups[order], minlength=group)
-    info.update(
-        groups=group, group_sizes=_summary(np.array(group_sizes)),
-        max_matrix=[max_side, max_side], max_matrix_bytes=max_side * max_side * 4,
-        refreshes=int(((taken + 1) // refresh - (1 // refresh)).sum()),
-        groups_used=int((taken > 0).sum()), selected=len(order),
-        seconds=round(time.perf_counter() - t0, 3))
-    return rows_all[order].astype(np.int64), info
+    def __post_init__(self) -> None:
+        for name in ("refresh", "max_partition", "k"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise CurateError(f"{name}={v} must be at least 1")
 
 
-def _greedy(x: torch.Tensor, y: torch.Tensor, itc: torch.Tensor, tic: torch.Tensor,
-            ls: torch.Tensor, ew: float, lw: float, refresh: int, threshold: float, limit: int
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """One partition's notebook greedy, run for ``limit`` picks on its own: (local indices in
-    pick order, each pick's score when taken). S is the only m x m allocation."""
-    m = x.shape[0]
-    s = x @ y.T
-    torch.nn.functional.threshold_(s, threshold, 0.0)  # entries <= threshold become 0
-    cross = ((s.sum(1) + s.sum(0)) / m).double()
-    scores = cross + ew * torch.diagonal(s).double() + lw * ls - (tic + itc)
-    picks, vals = [], []
-    count, cross_selected = 0, torch.zeros((), dtype=torch.float64, device=s.device)
-    while count < limit:
-        due = -(-(count + 2) // refresh) * refresh - 1  # next count c with (c + 1) % R == 0
-        w = min(due - count, limit - count)
-        new = torch.sort(scores, descending=True, stable=True).indices[:w]
-        picks.append(new)
-        vals.append(scores[new])
-        scores[new] = -math.inf
-        count += w
-        if count == due and count < limit:  # refresh: the notebook's three deductions
-            cross_selected = cross_selected + cross[new].sum()
-            redundancy = _batch_sums(s, new).double() / m
-            scores -= redundancy + cross_selected / m + lw * ls[new].sum() / m
-    del s
-    return (torch.cat(picks).cpu().numpy(), torch.cat(vals).cpu().numpy())
-
-
-def _batch_sums(s: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """sum_{j in new} S[i, j] + S[j, i] for every i: a gather of the batch's rows and columns
-    when the batch is small, else two matrix-vector products with its indicator (a strided
-    column gather costs ~10x a streaming read of S per element on a CPU)."""
-    if len(new) * 64 < s.shape[0]:
-        return s.index_select(1, new).sum(1) + s.index_select(0, new).sum(0)
-    ind = torch.zeros(s.shape[0], dtype=s.dtype, device=s.device)
-    ind[new] = 1
-    return s @ ind + ind @ s
-
-
-def _summary(sizes: np.ndarray) -> dict[str, int]:
-    if not len(sizes):
-        return dict(count=0, min=0, median=0, max=0)
-    return dict(count=len(sizes), min=int(sizes.min()), median=int(np.median(sizes)),
-                max=int(sizes.max()))
-
-
-def kmeans_partition(img: np.ndarray, k: int, seed: int = 0, device: str = "cpu",
-                     iters: int = 20, points_per_centroid: int = KMEANS_POINTS_PER_CENTROID
-                     ) -> np.ndarray:
-    """Spherical k-means labels for L2-normalized rows: centroids fitted on a seeded sample of
-    at most ``points_per_centroid``·k rows (faiss's default cap, 256), then every row assigned
-    to its nearest centroid. Full-batch k-means on 1M x 512 with k = 500 took 393 s here; the
-    partitions only need to group similar pairs."""
-    from curate.cluster import assign, kmeans
-
-    n = len(img)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    k = max(1, min(k, n))
-    if n <= points_per_centroid * k:
-        return kmeans(img, k, iters=iters, seed=seed, device=device)[0]
-    fit = np.sort(np.random.default_rng(seed).choice(n, points_per_centroid * k, replace=False))
-    cent = torch.from_numpy(kmeans(img[fit], k, iters=iters, seed=seed, device=device)[2])
-    return assign(torch.from_numpy(img).to(device), cent.to(device))[0]
-
-
-def resolve_budget(budget: float | int, candidates: int) -> int:
-    """A float in (0, 1] is a fraction of the candidates (int(N * fraction), as the notebook);
-    an int >= 1 (or an integral float > 1) is a count."""
-    if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
-        raise CurateError(f"budget must be a fraction in (0, 1] or a count, got {budget!r}")
-    if budget <= 0:
-        raise CurateError(f"budget must be positive, got {budget}")
-    if isinstance(budget, numbers.Integral):
-        count = int(budget)
-    elif budget <= 1:
-        count = int(candidates * float(budget))
-        if count == 0:
-            raise CurateError(f"budget {budget} of {candidates} candidates selects nothing")
-    elif float(budget).is_integer():
-        count = int(budget)
-    else:
-        raise CurateError(f"budget {budget} is neither a fraction in (0, 1] nor a count")
-    if count > candidates:
-        raise CurateError(f"budget {count} is larger than the {candidates} candidates")
-    return count
+def coreset(step: Step, p: CoresetParams) -> tuple[list[str], dict[str, Any]]:
+    """ClipCov cross-covariance coreset of the candidates under the budget ``p.amount``."""
+    kept, info = select_coreset(step.ws, step.ids, p.amount, model=p.model,
+                                partition=p.partition, k=p.k, con=step.con,
+                                easiness_weight=p.easiness_weight, label_weight=p.label_weight,
+                                refresh=p.refresh, threshold=p.threshold,
+                                max_partition=p.max_partition, seed=p.seed, device=p.device)
+    keep = set(kept)
+    for sid in step.ids:
+        if sid not in keep:
+            step.drop(sid, "coreset: not picked under the budget")
+    step.reasons = {sid: f"coreset pick {i}" for i, sid in enumerate(kept)}
+    return kept, info
 
 
 def load_embeddings(ws: Workspace, model: str, ids: list[str]
                     ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(sample ids, normalized image and text embeddings) of the ok, finite rows among ``ids``
     in the model's stored embeddings, in storage order."""
-    from curate.arrays import normalize, vectors
-    from curate.workspace import model_key
-
-    folder = ws.root / "embeddings" / model_key(model)
+    folder = ws.embeddings_dir(model)
     parts = sorted(folder.glob("part-*.parquet"))
     if not parts:
-        raise CurateError(f"{folder} has no embeddings; run `curate embed {ws.root} "
+        raise CurateError(f"{folder} has no embeddings; run `curate embed -w {ws.root} "
                           f"--model {model}` first")
     wanted = set(ids)  # one hash set for all parts (pc.is_in would rebuild it per part)
     out_ids, xs, ys = [], [], []
@@ -296,10 +95,13 @@ def load_embeddings(ws: Workspace, model: str, ids: list[str]
     return out_ids, np.concatenate(xs), np.concatenate(ys)
 
 
-def column_partition(ws: Workspace, ids: list[str], column: str) -> np.ndarray:
+def column_partition(ws: Workspace, ids: list[str], column: str,
+                     con: duckdb.DuckDBPyConnection | None = None) -> np.ndarray:
     """Partition labels from a column of the catalog's ``pairs`` view, aligned with ``ids``
-    (a null is its own partition). The ids are bound as a registered Arrow table."""
-    con = ws.connect(read_only=True)
+    (a null is its own partition). The ids are bound as a registered Arrow table; ``con``: a
+    connection to the catalog already open (a selection's), else one is opened here."""
+    own = con is None
+    con = ws.connect(read_only=True) if con is None else con
     try:
         names = [r[0] for r in con.execute("DESCRIBE pairs").fetchall()]
         if column not in names:
@@ -307,11 +109,15 @@ def column_partition(ws: Workspace, ids: list[str], column: str) -> np.ndarray:
                               f"pairs view ({', '.join(names)})")
         con.register("coreset_ids", pa.table({"sample_id": pa.array(ids, pa.string()),
                                               "i": pa.array(np.arange(len(ids)))}))
-        quoted = '"' + column.replace('"', '""') + '"'
-        t = con.sql(f"SELECT c.i, p.{quoted} AS v FROM coreset_ids AS c "
-                    "JOIN pairs AS p USING (sample_id) ORDER BY c.i").to_arrow_table()
+        try:
+            quoted = '"' + column.replace('"', '""') + '"'
+            t = con.sql(f"SELECT c.i, p.{quoted} AS v FROM coreset_ids AS c "
+                        "JOIN pairs AS p USING (sample_id) ORDER BY c.i").to_arrow_table()
+        finally:
+            con.unregister("coreset_ids")
     finally:
-        con.close()
+        if own:
+            con.close()
     if t.num_rows != len(ids):
         raise CurateError(f"{len(ids) - t.num_rows} selectable samples are missing from the "
                           "pairs view or appear in it twice")
@@ -320,23 +126,28 @@ def column_partition(ws: Workspace, ids: list[str], column: str) -> np.ndarray:
     return np.array([codes.setdefault(v, len(codes)) for v in values], np.int64)
 
 
-def select_coreset(workspace: str | Path, candidates: list[str], budget: float | int,
-                   model: str = "tiny-clip", partition: str = "kmeans", k: int | None = None,
-                   **clipcov_kwargs: Any) -> tuple[list[str], dict[str, Any]]:
+def select_coreset(workspace: Workspace | str | Path, candidates: list[str],
+                   budget: Amount | float | int | str, model: str = "tiny-clip",
+                   partition: str = "kmeans", k: int | None = None,
+                   con: duckdb.DuckDBPyConnection | None = None, **clipcov_kwargs: Any
+                   ) -> tuple[list[str], dict[str, Any]]:
     """ClipCov over ``candidates`` (sample ids) with ``model``'s stored embeddings.
 
-    ``budget``: a float in (0, 1] is a fraction of the candidates, an int >= 1 a count; more
-    than the candidates, or <= 0, is a CurateError. Candidates without an ok embedding are not
-    selectable (counted in info; if fewer are selectable than the budget, all of them are
-    returned and the shortfall recorded). ``partition``: ``"kmeans"`` (spherical k-means on the
-    image embeddings, k = ``k`` or max(1, N // 2000), fitted on at most 256·k of them:
-    ``kmeans_partition``) or a column of the catalog's ``pairs`` view whose values are the
-    partitions (a column named ``kmeans`` is shadowed). ``seed`` and ``device`` in
-    ``clipcov_kwargs`` apply to the k-means too. Returns the selected ids in pick order and info.
+    ``budget``: an ``Amount`` (a float in (0, 1] is a fraction of the candidates, int(N * f) as
+    the notebook; an int >= 1 a count); more than the candidates, none, or <= 0, is a
+    CurateError. Candidates without an ok embedding are not selectable (counted in info; if
+    fewer are selectable than the budget, all of them are returned and the shortfall recorded).
+    ``partition``: ``"kmeans"`` (spherical k-means on the image embeddings, k = ``k`` or
+    max(1, N // 2000), fitted on at most 256·k of them: ``kmeans_partition``) or a column of
+    the catalog's ``pairs`` view whose values are the partitions (a column named ``kmeans`` is
+    shadowed), read through ``con`` if one is open. ``seed`` and ``device`` in
+    ``clipcov_kwargs`` apply to the k-means too. Returns the selected ids in pick order and
+    info.
     """
-    ws = Workspace.open(workspace)
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     unique = list(dict.fromkeys(candidates))
-    count = resolve_budget(budget, len(unique))
+    amount = Amount.parse(budget)
+    count = amount.of(len(unique), "coreset")
     ids, img, txt = load_embeddings(ws, model, unique)
     seed = clipcov_kwargs.get("seed", 0)
     device = clipcov_kwargs.get("device", "cpu")
@@ -346,14 +157,13 @@ def select_coreset(workspace: str | Path, candidates: list[str], budget: float |
         labels = kmeans_partition(img, kk, seed=seed, device=device)
         how = dict(partition="kmeans", k=kk)
     else:
-        labels = column_partition(ws, ids, partition) if ids else np.zeros(0, np.int64)
+        labels = column_partition(ws, ids, partition, con) if ids else np.zeros(0, np.int64)
         how = dict(partition=partition, k=int(len(np.unique(labels))))
     partition_seconds = round(time.perf_counter() - t0, 3)
     picked, info = clipcov(img, txt, labels, count, **clipcov_kwargs)
     info = dict(model=model, **how, partition_seconds=partition_seconds,
                 candidates=len(unique), duplicate_candidates=len(candidates) - len(unique),
                 without_embeddings=len(unique) - len(ids), selectable=len(ids),
-                requested_budget=budget.item() if isinstance(budget, np.generic) else budget,
-                shortfall=count - len(picked), **info)
+                requested_budget=amount.value, shortfall=count - len(picked), **info)
     info["budget"] = count
     return [ids[i] for i in picked], info

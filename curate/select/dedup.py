@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from curate.arrays import normalize, vectors
-from curate.cluster import kmeans
 from curate.errors import CurateError
 from curate.images import read_bytes
 from curate.parallel import pmap
-from curate.select.rules import Step
-from curate.workspace import model_key
+from curate.select.step import Step
+
+STAGES = ("exact", "perceptual", "semantic")
+KEEP = ("hard", "easy", "random")
+
+
+def _kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> tuple[np.ndarray, ...]:
+    """``curate.cluster.kmeans``, imported on first use: it loads torch, which a selection
+    without a dedup rule (and ``import curate.select``) never needs."""
+    from curate.cluster import kmeans
+    return kmeans(x, k, iters=iters, seed=seed)
 
 
 @lru_cache(maxsize=1)
@@ -96,8 +104,8 @@ def _perceptual_pairs(h: np.ndarray, thumbs: np.ndarray, valid: np.ndarray,
     if len(ok) < 2:
         return []
     x = thumbs[ok].astype(np.float32)
-    labels, _, _ = kmeans(x - x.mean(axis=1, keepdims=True), max(1, len(ok) // 1000), iters=10,
-                          seed=seed)
+    labels, _, _ = _kmeans(x - x.mean(axis=1, keepdims=True), max(1, len(ok) // 1000), iters=10,
+                           seed=seed)
     pairs = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
@@ -116,7 +124,7 @@ def _semantic_pairs(x: np.ndarray, threshold: float, seed: int) -> list[tuple[in
     ok = np.flatnonzero(~np.isnan(x).any(axis=1))
     if len(ok) < 2:
         return []
-    labels, _, _ = kmeans(x[ok], max(1, len(ok) // 1000), iters=10, seed=seed)
+    labels, _, _ = _kmeans(x[ok], max(1, len(ok) // 1000), iters=10, seed=seed)
     pairs = []
     for c in np.unique(labels):
         idx = ok[labels == c]
@@ -124,19 +132,6 @@ def _semantic_pairs(x: np.ndarray, threshold: float, seed: int) -> list[tuple[in
         for a, b in zip(*np.nonzero(np.triu(sim >= threshold, 1)), strict=True):
             pairs.append((int(idx[a]), int(idx[b])))
     return pairs
-
-
-def _embeddings(step: Step, model: str) -> np.ndarray:
-    view = "embeddings_" + "".join(c if c.isalnum() else "_" for c in model_key(model)).lower()
-    try:
-        t = step.query(f'SELECT c.pos, e.image_emb FROM cand c JOIN "{view}" e '
-                       "USING (sample_id) WHERE e.status = 'ok' ORDER BY c.pos")
-    except CurateError:
-        raise CurateError(f"no stored embeddings for {model!r}; run `curate embed --model "
-                          f"{model}` first") from None
-    x = np.full((len(step.ids), t.schema.field("image_emb").type.list_size), np.nan, np.float32)
-    x[t["pos"].to_numpy()] = normalize(vectors(t["image_emb"]))
-    return x
 
 
 def _apply(step: Step, alive: np.ndarray, pairs: list[tuple[int, int]], prio: np.ndarray,
@@ -159,30 +154,47 @@ def _apply(step: Step, alive: np.ndarray, pairs: list[tuple[int, int]], prio: np
                       group_id=f"{stage}:{step.ids[rep][:12]}", representative=step.ids[rep])
 
 
-def dedup(step: Step, by: str = "clip_score",
-          stages: str | tuple = ("exact", "perceptual", "semantic"), phash_bits: int = 12,
-          thumb_l1: float = 5.0, semantic: float = 0.999, model: str = "tiny-clip",
-          seed: int = 0, workers: int = 0) -> tuple[list[str], dict[str, Any]]:
+@dataclass(frozen=True)
+class DedupParams:
+    """Parameters of ``dedup``: the stages to run, each stage's threshold, the tie-breaker."""
+
+    by: str = "clip_score"  # the representative of a group: the highest of this column
+    stages: tuple[str, ...] = STAGES
+    phash_bits: int = 12
+    thumb_l1: float = 5.0
+    semantic: float = 0.999
+    model: str = "tiny-clip"
+    seed: int = 0
+    workers: int = 0  # decode processes for the perceptual stage (0: one per core)
+
+    def __post_init__(self) -> None:
+        if unknown := sorted(set(self.stages) - set(STAGES)):
+            raise CurateError(f"stages: unknown {unknown}; use {', '.join(STAGES)}")
+        if not self.stages:
+            raise CurateError(f"stages: give at least one of {', '.join(STAGES)}")
+        if not 0 <= self.phash_bits <= 64:
+            raise CurateError(f"phash_bits={self.phash_bits}: bits of a 64-bit hash, 0 to 64")
+        if self.thumb_l1 < 0 or self.workers < 0:
+            raise CurateError("thumb_l1 and workers must be >= 0")
+        if not -1 <= self.semantic <= 1:
+            raise CurateError(f"semantic={self.semantic}: a cosine, -1 to 1")
+
+
+def dedup(step: Step, p: DedupParams) -> tuple[list[str], dict[str, Any]]:
     """The cascade: identical image bytes, then perceptual copies (pHash within
     ``phash_bits`` and thumbnail within ``thumb_l1``), then image embeddings with cosine >=
     ``semantic``. Each stage sees the survivors of the previous one. The semantic threshold
     depends on the model: tiny-clip maps every render of a scene to almost the same vector,
     so on the synthetic pool only ~0.999 marks copies; CLIP ViT-B/32-class models put
     near-duplicates above ~0.95-0.98."""
-    stages = tuple(stages.split(",")) if isinstance(stages, str) else tuple(stages)
-    phash_bits, thumb_l1, semantic = int(phash_bits), float(thumb_l1), float(semantic)
-    seed, workers = int(seed), int(workers)
-    if unknown := set(stages) - {"exact", "perceptual", "semantic"}:
-        raise CurateError(f"dedup: unknown stages {sorted(unknown)}; use exact, perceptual, "
-                          "semantic")
     n = len(step.ids)
-    _, prio = step.column(by)
+    _, prio = step.column(p.by)
     prio = np.nan_to_num(prio, nan=-np.inf)
     refs = step.query("SELECT p.image_hash, p.image_path, p.image_offset, p.image_length FROM "
                       "cand c JOIN pairs p USING (sample_id) ORDER BY c.pos").to_pydict()
     alive = np.ones(n, bool)
     counts = {}
-    for stage in stages:
+    for stage in p.stages:
         before = int(alive.sum())
         if stage == "exact":
             first: dict[str, int] = {}
@@ -193,16 +205,16 @@ def dedup(step: Step, by: str = "clip_score",
         elif stage == "perceptual":
             todo = np.flatnonzero(alive)
             prints = pmap(_fingerprint_ref, [(refs["image_path"][i], refs["image_offset"][i],
-                                              refs["image_length"][i]) for i in todo], workers)
+                                              refs["image_length"][i]) for i in todo], p.workers)
             h, valid = np.zeros(n, np.uint64), np.zeros(n, bool)
             thumbs = np.zeros((n, 768), np.uint8)
             for i, fp in zip(todo, prints, strict=True):
                 if fp is not None:
                     h[i], valid[i] = fp[0], True
                     thumbs[i] = np.frombuffer(fp[1], np.uint8)
-            pairs = _perceptual_pairs(h, thumbs, valid, phash_bits, thumb_l1, seed)
+            pairs = _perceptual_pairs(h, thumbs, valid, p.phash_bits, p.thumb_l1, p.seed)
         else:
-            pairs = _semantic_pairs(_embeddings(step, model), semantic, seed)
+            pairs = _semantic_pairs(step.embeddings(p.model), p.semantic, p.seed)
         _apply(step, alive, pairs, prio, stage)
         counts[stage] = before - int(alive.sum())
     step.reason = "dedup: unique or representative"
@@ -210,23 +222,40 @@ def dedup(step: Step, by: str = "clip_score",
         "dropped_by_stage": counts, "note": ", ".join(f"{k} -{v}" for k, v in counts.items())}
 
 
-def semdedup(step: Step, eps: str | tuple = (0.01, 0.05, 0.1, 0.2), use: float | None = None,
-             keep: str = "hard", k: int | None = None, model: str = "tiny-clip",
-             seed: int = 0) -> tuple[list[str], dict[str, Any]]:
+@dataclass(frozen=True)
+class SemdedupParams:
+    """Parameters of ``semdedup``: the eps values to measure, the one to apply, the ranking."""
+
+    eps: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)  # each evaluated, its kept share reported
+    use: float | None = None  # the eps that makes the selection (default: the smallest)
+    keep: str = "hard"  # which member of a near-duplicate run survives: hard, easy, random
+    k: int | None = None  # clusters (default: one per 1,000 embeddings)
+    model: str = "tiny-clip"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.eps or min(self.eps) <= 0 or (self.use is not None and self.use <= 0):
+            raise CurateError("eps and use: one or more values > 0 (1 - cosine)")
+        if self.keep not in KEEP:
+            raise CurateError(f"keep={self.keep!r}: use {', '.join(KEEP)}")
+        if self.k is not None and self.k < 1:
+            raise CurateError(f"k={self.k}: at least 1 cluster")
+
+
+def semdedup(step: Step, p: SemdedupParams) -> tuple[list[str], dict[str, Any]]:
     """SemDeDup: spherical k-means on image embeddings, rank each cluster (hard: farthest from
     the centroid first; easy: nearest first; random), and drop an item whose max cosine to an
     earlier-ranked item of its cluster exceeds 1 - eps. Every eps is evaluated in one pass and
     its kept fraction reported; ``use`` (default: the smallest eps) makes the selection."""
-    eps_list = sorted(float(e) for e in (eps.split(",") if isinstance(eps, str) else eps))
-    use = float(use) if use is not None else eps_list[0]
+    eps_list = sorted(p.eps)
+    use = p.use if p.use is not None else eps_list[0]
     if use not in eps_list:
         eps_list = sorted({*eps_list, use})
-    if keep not in ("hard", "easy", "random"):
-        raise CurateError(f"semdedup: keep must be hard, easy or random, not {keep!r}")
-    x = _embeddings(step, model)
+    keep, seed = p.keep, p.seed
+    x = step.embeddings(p.model)
     ok = np.flatnonzero(~np.isnan(x).any(axis=1))
-    n_clusters = int(k) if k else max(1, len(ok) // 1000)
-    labels, cos, _ = kmeans(x[ok], n_clusters, iters=20, seed=seed)
+    n_clusters = p.k or max(1, len(ok) // 1000)
+    labels, cos, _ = _kmeans(x[ok], n_clusters, iters=20, seed=seed)
     m = np.full(len(step.ids), -np.inf)  # max cosine to an earlier-ranked cluster member
     earlier = np.full(len(step.ids), -1)
     rng = np.random.default_rng(seed)

@@ -1,97 +1,87 @@
-"""Selection rules: each takes the candidates (in rank order) and returns those it keeps, in
-rank order, plus what it measured; dropped samples are recorded with a reason.
+"""Selection rules: one contract and the registry, plus where, top (DataComp's threshold
+semantics) and random. dedup and semdedup (Abbas et al. 2023) live in ``dedup``, coreset
+(ClipCov, Joshi et al. 2024) in ``coreset``; formulas and pitfalls: algorithms.md 1.3 and 3.
 
-where, top (DataComp's threshold semantics), random, dedup (exact, perceptual, semantic),
-semdedup (Abbas et al. 2023) and coreset (ClipCov, Joshi et al. 2024). Formulas and pitfalls:
-algorithms.md sections 1.3 and 3.
+A rule is a function ``(step, params) -> (kept ids, info)`` plus its frozen parameter
+dataclass: it takes the candidates (``step.ids``, in rank order) and returns those it keeps, in
+rank order, and what it measured for the manifest; every sample it does not keep gets a reason
+in ``step.drop``. To add one, write the two and add a ``Rule`` to ``RULES``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import numpy as np
-import pyarrow as pa
 
 from curate.errors import CurateError
-from curate.workspace import Workspace
+from curate.params import Amount, make
+from curate.select.coreset import CoresetParams, coreset
+from curate.select.dedup import DedupParams, SemdedupParams, dedup, semdedup
+from curate.select.step import Step
+
+Kept = tuple[list[str], dict[str, Any]]  # (kept ids in rank order, info for the manifest)
 
 
-class Step:
-    """One rule's view of the candidates: catalog access and the drop log."""
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """One selection rule: its name, parameter dataclass, function, the parameters the CLI
+    takes by position (``top COLUMN AMOUNT``) and a line for help."""
 
-    def __init__(self, ws: Workspace, con: duckdb.DuckDBPyConnection, ids: list[str]) -> None:
-        self.ws, self.con, self.ids = ws, con, ids
-        self.dropped: list[dict] = []
-        self.dropped_ids: set[str] = set()
-        self.reasons: dict[str, str] = {}
-        self.reason = ""
+    name: str
+    params: type
+    apply: Callable[[Step, Any], Kept]
+    positional: tuple[str, ...] = ()
+    description: str = ""
 
-    def drop(self, sid: str, reason: str, **extra: Any) -> None:
-        self.dropped.append({"sample_id": sid, "reason": reason, **extra})
-        self.dropped_ids.add(sid)
-
-    def reason_for(self, sid: str) -> str:
-        return self.reasons.get(sid, self.reason)
-
-    def query(self, sql: str, params: dict | None = None) -> pa.Table:
-        """Run ``sql`` with the candidates bound as table ``cand(sample_id, pos)``."""
-        cand = pa.table({"sample_id": pa.array(self.ids, pa.string()),
-                         "pos": pa.array(range(len(self.ids)), pa.int64())})
-        self.con.register("cand", cand)
-        try:
-            return self.con.sql(sql, params=params or None).to_arrow_table()
-        except duckdb.Error as e:
-            raise CurateError(str(e).splitlines()[0]) from None
-        finally:
-            self.con.unregister("cand")
-
-    def column(self, name: str) -> tuple[list[str], np.ndarray]:
-        """(candidate ids in order, values of catalog column ``name`` with NaN for null)."""
-        have = {r[0] for r in self.con.execute("DESCRIBE pairs").fetchall()}
-        if name not in have:
-            raise CurateError(f"no column {name!r} in the catalog; score columns: "
-                              f"{', '.join(sorted(have)[:60])}")
-        t = self.query(f'SELECT c.sample_id, p."{name}"::DOUBLE AS v FROM cand c '
-                       f"JOIN pairs p USING (sample_id) ORDER BY c.pos")
-        return t["sample_id"].to_pylist(), t["v"].to_numpy(zero_copy_only=False).astype(float)
+    def make_params(self, given: dict[str, Any] | None) -> Any:
+        """The rule's parameters from keyword values (CLI strings coerced); a wrong name or
+        value is one CurateError line naming the valid parameters."""
+        return make(self.params, given, f"rule {self.name!r}")
 
 
-def amount(value: float | int | str, n: int, what: str) -> int:
-    """A fraction in (0, 1] of ``n`` or a count of at least 1; larger than ``n`` is an error."""
-    v = float(value)
-    if v <= 0:
-        raise CurateError(f"{what}: {value} must be a fraction in (0, 1] or a count >= 1")
-    k = int(n * v) if v <= 1 and not (isinstance(value, int) or str(value).isdigit()) else int(v)
-    if k > n:
-        raise CurateError(f"{what}: budget {k} is larger than the {n} candidates")
-    return k
+@dataclass(frozen=True)
+class WhereParams:
+    """Parameters of ``where``: the condition and the values of its ``$name`` placeholders."""
+
+    expr: str  # a SQL boolean expression over the ``pairs`` view
+    params: dict[str, Any] = field(default_factory=dict)  # bound by DuckDB as ``$name``
+
+    def __post_init__(self) -> None:
+        if ";" in self.expr:
+            raise CurateError(f"expr {self.expr!r}: give one boolean expression, no ';'")
 
 
-def where(step: Step, expr: str, params: dict | None = None) -> tuple[list[str], dict]:
-    """Keep candidates for which the SQL boolean ``expr`` over ``pairs`` is true (null is not
-    true); ``params`` are bound by DuckDB as ``$name``, never formatted into the SQL."""
-    if ";" in expr:
-        raise CurateError("where: one boolean expression, no ';'")
+def where(step: Step, p: WhereParams) -> Kept:
+    """Keep candidates for which ``p.expr`` over ``pairs`` is true (null is not true); its
+    ``$name`` parameters are bound by DuckDB, never formatted into the SQL."""
     kept = step.query(f"SELECT c.sample_id FROM cand c JOIN pairs p USING (sample_id) "
-                      f"WHERE ({expr}) ORDER BY c.pos", params)["sample_id"].to_pylist()
+                      f"WHERE ({p.expr}) ORDER BY c.pos", p.params)["sample_id"].to_pylist()
     keep = set(kept)
     for sid in step.ids:
         if sid not in keep:
-            step.drop(sid, f"where: not ({expr})")
-    step.reason = f"where {expr}"
-    return kept, {"note": f"where {expr}"}
+            step.drop(sid, f"where: not ({p.expr})")
+    step.reason = f"where {p.expr}"
+    return kept, {"note": f"where {p.expr}"}
 
 
-def top(step: Step, column: str, amount_: float | int | str = 0.3,
-        per: str | None = None) -> tuple[list[str], dict]:
+@dataclass(frozen=True)
+class TopParams:
+    """Parameters of ``top``: the score column, how many to keep, and an optional grouping."""
+
+    column: str
+    amount: Amount  # a fraction keeps the scores above DataComp's cut, a count that many
+    per: str | None = None  # apply within each value of this column (e.g. a cluster id)
+
+
+def top(step: Step, p: TopParams) -> Kept:
     """DataComp's ``--fraction``: keep scores >= the value at index int(N*f) of the descending
     sort of the N non-null scores (int(N*f)+1 samples plus ties); a count keeps exactly that
-    many. ``per`` applies it within each value of another column (e.g. a cluster id)."""
-    ids, v = step.column(column)
-    groups = np.zeros(len(ids), np.int64) if per is None else _codes(step, per)
+    many. ``per`` applies it within each value of another column."""
+    ids, v = step.column(p.column)
+    groups = np.zeros(len(ids), np.int64) if p.per is None else _codes(step, p.per)
     keep = np.zeros(len(ids), bool)
     thresholds = {}
     for g in np.unique(groups):
@@ -99,24 +89,21 @@ def top(step: Step, column: str, amount_: float | int | str = 0.3,
         if not len(idx):
             continue
         order = idx[np.argsort(-v[idx], kind="stable")]
-        count = not (isinstance(amount_, float) or "." in str(amount_))
-        if count:
-            keep[order[: amount(amount_, len(idx), "top")]] = True
+        if not p.amount.is_fraction:
+            keep[order[: p.amount.of(len(idx), "top")]] = True
         else:
-            f = float(amount_)
-            amount(f, len(idx), "top")
-            t = v[order[min(int(len(idx) * f), len(idx) - 1)]]
+            t = v[order[min(int(len(idx) * p.amount.value), len(idx) - 1)]]
             keep[idx[v[idx] >= t]] = True
             thresholds[str(g)] = float(t)
     for i, sid in enumerate(ids):
         if np.isnan(v[i]):
-            step.drop(sid, f"top: {column} is null")
+            step.drop(sid, f"top: {p.column} is null")
         elif not keep[i]:
-            step.drop(sid, f"top: {column} = {v[i]:.4g} below the cut")
+            step.drop(sid, f"top: {p.column} = {v[i]:.4g} below the cut")
     kept = [ids[i] for i in np.flatnonzero(keep)[np.argsort(-v[keep], kind="stable")]]
-    step.reasons = {ids[i]: f"top {column} = {v[i]:.4g}" for i in np.flatnonzero(keep)}
-    return kept, {"thresholds": thresholds, "note": f"top {amount_} by {column}"
-                  + (f" per {per}" if per else "")}
+    step.reasons = {ids[i]: f"top {p.column} = {v[i]:.4g}" for i in np.flatnonzero(keep)}
+    return kept, {"thresholds": thresholds, "note": f"top {p.amount} by {p.column}"
+                  + (f" per {p.per}" if p.per else "")}
 
 
 def _codes(step: Step, col: str) -> np.ndarray:
@@ -127,42 +114,46 @@ def _codes(step: Step, col: str) -> np.ndarray:
     return codes
 
 
-def random(step: Step, amount_: float | int | str = 0.3, seed: int = 0) -> tuple[list[str], dict]:
+@dataclass(frozen=True)
+class RandomParams:
+    """Parameters of ``random``: how many to draw and the seed."""
+
+    amount: Amount = Amount(0.3)
+    seed: int = 0
+
+
+def random(step: Step, p: RandomParams) -> Kept:
     """A seeded uniform sample: the baseline every rule is compared with."""
-    k = amount(amount_, len(step.ids), "random")
-    pick = np.sort(np.random.default_rng(int(seed)).choice(len(step.ids), k, replace=False))
+    k = p.amount.of(len(step.ids), "random")
+    pick = np.sort(np.random.default_rng(p.seed).choice(len(step.ids), k, replace=False))
     keep = set(pick.tolist())
     for i, sid in enumerate(step.ids):
         if i not in keep:
-            step.drop(sid, f"random: not drawn (seed {seed})")
-    step.reason = f"random {amount_} seed {seed}"
-    return [step.ids[i] for i in pick], {"seed": int(seed)}
+            step.drop(sid, f"random: not drawn (seed {p.seed})")
+    step.reason = f"random {p.amount} seed {p.seed}"
+    return [step.ids[i] for i in pick], {"seed": p.seed}
 
 
-def coreset(step: Step, amount_: float | int | str = 0.3, **kwargs: Any
-            ) -> tuple[list[str], dict]:
-    """ClipCov cross-covariance coreset under a budget (see ``curate.select.coreset``)."""
-    from curate.select.coreset import select_coreset
-    budget = float(amount_) if "." in str(amount_) else int(amount_)
-    kept, info = select_coreset(step.ws.root, step.ids, budget, **kwargs)
-    keep = set(kept)
-    for sid in step.ids:
-        if sid not in keep:
-            step.drop(sid, "coreset: not picked under the budget")
-    step.reasons = {sid: f"coreset pick {i}" for i, sid in enumerate(kept)}
-    return kept, info
+RULES: dict[str, Rule] = {r.name: r for r in (
+    Rule(name="where", params=WhereParams, apply=where, positional=("expr",),
+         description="where EXPR: a SQL condition over the pairs view ($name: param.name=V)"),
+    Rule(name="top", params=TopParams, apply=top, positional=("column", "amount"),
+         description="top COLUMN AMOUNT [per=COL]: the highest scores (DataComp's fraction)"),
+    Rule(name="dedup", params=DedupParams, apply=dedup,
+         description="dedup [by=COL stages=exact,perceptual,semantic]: one of each duplicate "
+         "group"),
+    Rule(name="semdedup", params=SemdedupParams, apply=semdedup,
+         description="semdedup [eps=0.01,0.05 use=0.05 keep=hard]: SemDeDup on image "
+         "embeddings"),
+    Rule(name="coreset", params=CoresetParams, apply=coreset, positional=("amount",),
+         description="coreset AMOUNT [k=N]: the ClipCov cross-covariance coreset"),
+    Rule(name="random", params=RandomParams, apply=random, positional=("amount",),
+         description="random AMOUNT [seed=S]: a seeded uniform sample"),
+)}
 
 
-def _dedup(step: Step, **kw: Any) -> tuple[list[str], dict]:
-    from curate.select.dedup import dedup
-    return dedup(step, **kw)
-
-
-def _semdedup(step: Step, **kw: Any) -> tuple[list[str], dict]:
-    from curate.select.dedup import semdedup
-    return semdedup(step, **kw)
-
-
-RULES: dict[str, Callable[..., tuple[list[str], dict]]] = {
-    "where": where, "top": top, "dedup": _dedup, "semdedup": _semdedup, "coreset": coreset,
-    "random": random}
+def get(name: str) -> Rule:
+    """The rule called ``name``."""
+    if name not in RULES:
+        raise CurateError(f"unknown rule {name!r}; rules: {', '.join(RULES)}")
+    return RULES[name]

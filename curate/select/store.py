@@ -1,0 +1,95 @@
+"""Selection files: the only code that writes, reads and lists them (paths from
+``Workspace.selection``). A selection is ``selections/NAME.parquet`` (``sample_id``, ``rank``,
+``reason``), its drop log ``selections/dropped/NAME.parquet`` (``sample_id``, ``rule``,
+``stage``, ``reason``, ``group_id``, ``representative``) and its manifest
+``selections/NAME.json`` (the rules with their parameters by name, the counts at each step, what
+each rule measured, the inputs' manifests). Every write is atomic; the ids are written last, so
+a selection is listed only once it is whole.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import __version__
+from curate.errors import CurateError
+from curate.files import read_json, write_json, write_parquet
+from curate.workspace import Selection, Workspace
+
+DROPPED = ("sample_id", "rule", "stage", "reason", "group_id", "representative")
+
+
+@dataclass
+class SelectReport:
+    """What a rule chain did: candidates, kept, and one manifest entry per step."""
+
+    name: str
+    candidates: int
+    kept: int
+    steps: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"selection {self.name}: {self.kept} of {self.candidates} samples kept "
+                 f"({self.seconds:.1f}s)"]
+        lines += [f"  {s['rule']:<9} {s['in']:>8} -> {s['out']:<8} {s.get('note', '')}"
+                  for s in self.steps]
+        return "\n".join(lines)
+
+
+def check_free(ws: Workspace, name: str, overwrite: bool, hint: str = "pass --force"
+               ) -> Selection:
+    """The files of a new selection ``name`` (a valid name); one that exists is an error
+    unless ``overwrite``."""
+    sel = ws.selection(name)
+    if sel.parquet.exists() and not overwrite:
+        raise CurateError(f"selection {name!r} exists; pick another name or {hint}")
+    return sel
+
+
+def write_selection(ws: Workspace, name: str, ids: list[str], reasons: dict[str, str],
+                    dropped: list[dict], report: SelectReport, start: str | None) -> None:
+    """Write selection ``name``: ``ids`` in rank order with their ``reasons``, the ``dropped``
+    rows, and a manifest of ``report``'s steps and the workspace's pass manifests."""
+    sel = ws.selection(name)
+    write_parquet(pa.table({c: pa.array([d.get(c) for d in dropped], pa.string())
+                            for c in DROPPED}), sel.dropped)
+    inputs = {}
+    for kind in ("scores", "embeddings"):
+        for d in ws.pass_dirs(kind):
+            m = ws.manifest(kind, d.name) or {}
+            inputs[f"{kind}/{d.name}"] = {k: m.get(k) for k in ("pass", "params", "rows",
+                                                                 "updated_at")}
+    write_json({"name": name, "start": start, "rules": report.steps, "candidates":
+                report.candidates, "kept": len(ids), "curate_version": __version__,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "inputs": inputs}, sel.json)
+    write_parquet(pa.table({"sample_id": pa.array(ids, pa.string()),
+                            "rank": pa.array(range(len(ids)), pa.int64()),
+                            "reason": pa.array([reasons[i] for i in ids], pa.string())}),
+                  sel.parquet)
+    ws.refresh()
+
+
+def load_selection(ws: Workspace, name: str) -> list[str]:
+    """The sample ids of a selection, in rank order."""
+    path = ws.selection(name).parquet
+    if not path.exists():
+        have = ws.selection_names()
+        raise CurateError(f"no selection {name!r} in {ws.root} (have: {', '.join(have) or 'none'})")
+    t = pq.read_table(path, columns=["sample_id", "rank"]).sort_by("rank")
+    return t["sample_id"].to_pylist()
+
+
+def list_selections(ws: Workspace) -> list[dict]:
+    """Every selection with its size and rule chain, for ``curate info``."""
+    out = []
+    for name in ws.selection_names():
+        d = read_json(ws.selection(name).json)
+        out.append({"name": d["name"], "kept": d["kept"], "candidates": d["candidates"],
+                    "rules": " -> ".join(s["rule"] for s in d["rules"]), "start": d["start"]})
+    return out
