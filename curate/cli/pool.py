@@ -1,0 +1,79 @@
+"""Verbs over the pool and the workspace: ``synth``, ``ingest``, ``info``, ``models``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from curate.cli.declare import WORKSPACE, Lib, Verb, arg, positive_int
+
+
+def _synth(a: argparse.Namespace) -> None:
+    from curate.synth import make_pool
+    out = make_pool(a.out, a.n, seed=a.seed, shard_size=a.shard_size, size=a.image_size,
+                    image_format=a.image_format)
+    print(f"wrote {a.n} samples in img2dataset layout to {out} (truth: "
+          f"{out / 'truth.parquet'})")
+
+
+def _ingest(a: argparse.Namespace) -> None:
+    from curate.ingest import ingest
+    report = ingest(a.sources, a.workspace, image_col=a.image_column,
+                    caption_col=a.caption_column, key_col=a.key_column, verify=a.verify,
+                    max_pixels=a.max_pixels)
+    print(report.summary())
+
+
+def _info(a: argparse.Namespace) -> None:
+    from curate.info import format_info, info
+    d = info(a.workspace)
+    print(json.dumps(d, indent=2, default=str) if a.json else format_info(d))
+
+
+def _models(a: argparse.Namespace) -> None:
+    from curate.models import list_models
+    for spec in list_models():
+        print(f"{spec.name:<20} {spec.arch}@{spec.pretrained or '(built locally)'}  "
+              f"{spec.description}")
+
+
+def _demo(a: argparse.Namespace) -> None:
+    from curate.demo import demo
+    demo(Path(a.workspace), a.n, a.seed)
+
+
+SYNTH = "curate.synth:make_pool"
+
+VERBS = (
+    Verb("synth", "write a synthetic pool with ground truth", _synth, (
+        arg("out", help="folder for the pool (img2dataset layout) and its truth.parquet"),
+        arg("-n", type=int, default=Lib(SYNTH, "n"), help="number of samples"),
+        arg("--seed", type=int, default=Lib(SYNTH, "seed"), help="random seed"),
+        arg("--shard-size", type=int, default=Lib(SYNTH, "shard_size"),
+            help="samples per shard"),
+        arg("--image-size", type=int, default=Lib(SYNTH, "size"), help="image side in pixels"),
+        arg("--image-format", choices=("jpg", "png", "webp"),
+            default=Lib(SYNTH, "image_format"), help="image encoding"),
+    )),
+    Verb("ingest", "add image-text pairs from shards, tables or folders", _ingest, (
+        arg("sources", nargs="+", help="tar files, globs, brace patterns, tables, folders"),
+        WORKSPACE,
+        arg("--image-column", help="table column with image paths or URLs"),
+        arg("--caption-column", help="table column with captions"),
+        arg("--key-column", help="table column with sample keys"),
+        arg("--verify", action="store_true", help="fully decode every image"),
+        arg("--max-pixels", type=positive_int, default=Lib("curate.ingest:ingest", "max_pixels"),
+            help="decompression-bomb limit (width*height)"),
+    )),
+    Verb("info", "counts, passes and sizes of a workspace", _info, (
+        WORKSPACE,
+        arg("--json", action="store_true", help="print as JSON"),
+    )),
+    Verb("models", "list registered models", _models),
+    Verb("demo", "synthetic pool -> workspace -> every pass", _demo, (
+        WORKSPACE,
+        arg("-n", type=int, default=Lib("curate.demo:demo", "n"), help="pool size"),
+        arg("--seed", type=int, default=Lib("curate.demo:demo", "seed"), help="random seed"),
+    )),
+)
