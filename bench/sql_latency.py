@@ -8,16 +8,17 @@ Parquet, a few seconds per 100k rows), not made by ingesting and embedding real 
 ``samples/`` (ingest's schema, about 3% failed rows with error codes), ``embeddings/tiny-clip/``
 (``--dim`` float32 image and text vectors with norms, ok rows only), ``scores/clip_score/``,
 ``scores/text_stats/`` and ``scores/image_stats/`` (each pass's columns, ok rows only), a map
-``maps/default.parquet`` and two selections with their drop logs: ``dedup`` (exact and
-perceptual groups, then semdedup groups) and ``clean`` (where, then top). It is opened with
-curate's ``Workspace``, so the queries run on the real catalog views.
+``maps/default.parquet`` with its manifest and two selections with their drop logs: ``dedup``
+(exact and perceptual groups, then semdedup groups) and ``clean`` (where, then top). It is
+opened with curate's ``Workspace``, so the queries run on the views curate builds.
 
-Each named query runs through ``curate sql``'s own path (``curate.sql.run_sql``, which rebuilds
-the catalog's views and opens it read-only, then the table printer) with the parameters in
-``PARAMS``; ``similar_to_text`` runs with ``--text`` (tiny-clip embeds the phrase) when ``--dim``
-is tiny-clip's 64, otherwise a random vector is bound in its place on a read-only connection.
-Each figure is the median of ``--repeats`` runs, against ``SELECT count(*) FROM samples`` through
-the same path (what any query pays to open the catalog). The workspace is deleted at the end
+Each named query runs through ``curate sql``'s own path (``curate.sql.run_sql``: the statement
+check, then the sandbox ``curate.connect`` builds in memory over the Parquet, then the table
+printer) with the parameters in ``PARAMS``; ``similar_to_text`` runs with ``--text`` (tiny-clip
+embeds the phrase) when ``--dim`` is tiny-clip's 64, otherwise a random vector is bound in its
+place in the same sandbox. Each figure is the median of ``--repeats`` runs, against
+``SELECT count(*) FROM samples`` through the same path (what any query pays to build the
+sandbox and its views). The workspace is deleted at the end
 unless ``--keep``.
 """
 
@@ -41,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from curate.files import write_json, write_parquet  # noqa: E402
 from curate.ingest import SCHEMA  # noqa: E402
-from curate.sql import named_queries, run_sql, write_result  # noqa: E402
-from curate.workspace import Workspace  # noqa: E402
+from curate.sql import connect, execute, named_queries, run_sql, write_result  # noqa: E402
+from curate.workspace import Workspace, view_name  # noqa: E402
 
 MODEL = "tiny-clip"  # the embeddings folder and model name; its embed_dim is 64
 TEXT = "a red circle on a blue background"
@@ -203,7 +204,7 @@ def selections(ws: Path, rng: np.random.Generator, ok: np.ndarray, clip: np.ndar
         drop_log(ok[junk], "where", None, None, "where: NOT junk is false"),
         drop_log(ok[keep & ~top], "top", None, None, "top: clip_score below the threshold")]),
         [{"rule": "where", "params": {"expr": "NOT junk"}},
-         {"rule": "top", "params": {"column": "clip_score", "amount_": "0.5"}}], len(ok))
+         {"rule": "top", "params": {"column": "clip_score", "amount": "0.5"}}], len(ok))
 
 
 def fabricate(ws: Path, n: int, parts: int, dim: int, seed: int = 0) -> Workspace:
@@ -231,6 +232,9 @@ def fabricate(ws: Path, n: int, parts: int, dim: int, seed: int = 0) -> Workspac
                             "cluster": cluster,
                             "cluster_label": pa.array([f"c{c}" for c in cluster])}),
                   ws / "maps" / "default.parquet")
+    write_json({"name": "default", "points": len(ok), "clusters": 64,
+                "embedding": {"model": MODEL, "kind": "image"},
+                "note": "fabricated by bench/sql_latency.py"}, ws / "maps" / "default.json")
     selections(ws, rng, ok, np.concatenate(clip), np.concatenate(junk))
     w = Workspace.open(ws)
     w.refresh()
@@ -244,13 +248,13 @@ def _timed(fn) -> float:
 
 
 def random_vector_query(ws: Workspace, sql: str, dim: int) -> pa.Table:
-    """``similar_to_text`` with a random unit vector bound as ``$text_emb`` (no model)."""
+    """``similar_to_text`` with a random unit vector bound as ``$text_emb`` (no model), checked
+    and run in the same sandbox as ``curate sql``."""
     v = np.random.default_rng(0).standard_normal(dim)
     sql = sql.replace("$text_emb", f"CAST($text_emb AS FLOAT[{dim}])")
-    with ws.connect(read_only=True) as con:
-        return con.sql(sql, params={"text_emb": (v / np.linalg.norm(v)).tolist(),
-                                    "embeddings": f"embeddings_{MODEL.replace('-', '_')}",
-                                    "n": 20}).to_arrow_table()
+    with connect(ws) as con:
+        return execute(con, sql, {"text_emb": (v / np.linalg.norm(v)).tolist(),
+                                  "embeddings": view_name("embeddings", MODEL), "n": 20})
 
 
 def query_rows(ws: Workspace, repeats: int, dim: int) -> list[tuple]:

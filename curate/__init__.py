@@ -12,8 +12,9 @@ from curate.ingest import ingest
 from curate.passes.concreteness.backends import concreteness
 from curate.passes.embed import embed
 from curate.passes.score import score
+from curate.sql import connect
 from curate.synth import make_pool as synth
 from curate.workspace import Workspace
 
-__all__ = ["CurateError", "Workspace", "__version__", "concreteness", "embed", "info", "ingest",
-           "score", "synth"]
+__all__ = ["CurateError", "Workspace", "__version__", "concreteness", "connect", "embed", "info",
+           "ingest", "score", "synth"]

@@ -7,62 +7,30 @@ app = marimo.App(width="medium", app_title="curate: SQL")
 with app.setup:
     import argparse
     import os
-    import re
     import sys
-    from pathlib import Path
 
-    import duckdb
     import marimo as mo
+    import polars as pl
 
+    import curate
     from curate.errors import CurateError
-    from curate.maps import catalog
     from curate.maps.brush import thumbnails
+    from curate.sql import header, named_queries, parameters, resolve, run_sql
     from curate.workspace import Workspace
+
+    BOUND = ("text_emb", "embeddings")  # bound from a phrase (--text), not typed in
 
 
 @app.function
 def cli_args() -> argparse.Namespace:
-    """`marimo run notebooks/sql.py -- -w DIR [--sql-dir sql/]`"""
+    """`marimo run notebooks/sql.py -- -w DIR [--sql-dir DIR]`"""
     ap = argparse.ArgumentParser(prog="sql.py")
     ap.add_argument("-w", "--workspace", default=os.environ.get("CURATE_WORKSPACE", "workspace"),
                     help="workspace (default: $CURATE_WORKSPACE or ./workspace)")
-    ap.add_argument("--sql-dir", default=None, help="named queries (default: the repo's sql/)")
+    ap.add_argument("--sql-dir", default=None,
+                    help="named queries from this folder (default: the package's sql/, as "
+                    "`curate sql`; never the workspace's own)")
     return ap.parse_known_args(sys.argv[1:])[0]
-
-
-@app.function
-def named_queries(folder: Path) -> dict[str, str]:
-    """``{name: SQL}`` of every ``*.sql`` file in ``folder``."""
-    return {p.stem: p.read_text() for p in sorted(folder.glob("*.sql"))}
-
-
-@app.function
-def header(sql: str) -> str:
-    """A named query's leading comment: what it answers and which parameters it takes."""
-    lines = []
-    for line in sql.splitlines():
-        if not line.startswith("--"):
-            break
-        lines.append(line[2:].strip())
-    return "\n".join(lines)
-
-
-@app.function
-def parameters(sql: str) -> list[str]:
-    """The ``$name`` parameters a query binds (comments and strings ignored)."""
-    body = re.sub(r"--[^\n]*|'(?:[^']|'')*'", "", sql)
-    return list(dict.fromkeys(re.findall(r"\$([A-Za-z_]\w*)", body)))
-
-
-@app.function
-def value(text: str) -> object:
-    """A parameter typed in a text box, as a number when it looks like one."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 @app.function
@@ -90,9 +58,11 @@ def _():
     mo.md("""
     # SQL over a workspace
     The workspace's views (`samples`, `pairs` = samples + every score, `embeddings_<model>`,
-    `scores_<pass>`, `map_<name>`, `selection_<name>`) in an in-memory DuckDB that reads
-    the Parquet directly: this notebook never locks `catalog.duckdb`, so passes can write
-    while it is open.
+    `scores_<pass>`, `map_<name>`, `selection_<name>`) and macros (`selection(name)`,
+    `drop_log(name)`, `map_points(name)`) in `curate.connect(ws)`: an in-memory DuckDB
+    sandbox that reads the Parquet directly and nothing outside the workspace, and never
+    opens `catalog.duckdb`, so passes can write while it is open. Named queries run as
+    `curate sql` runs them: every statement checked first, only reading ones run.
     """)
     return
 
@@ -106,7 +76,7 @@ def _():
         ws, ws_error = None, str(e)
     mo.stop(ws is None, mo.callout(mo.md(f"**Cannot open the workspace.** {ws_error}"),
                                    kind="danger"))
-    con = catalog(ws)
+    con = curate.connect(ws)
     _views = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal "
                          "ORDER BY 1").fetchall()
     mo.md(f"`{ws.root}`: " + ", ".join(f"`{v}`" for (v,) in _views))
@@ -114,37 +84,45 @@ def _():
 
 
 @app.cell
-def _(args):
-    _folder = Path(args.sql_dir) if args.sql_dir else mo.notebook_dir().parent / "sql"
-    queries = named_queries(_folder) if _folder.is_dir() else {}
+def _(args, ws):
+    try:
+        queries, _error = named_queries(ws, queries=args.sql_dir), None
+    except CurateError as e:
+        queries, _error = {}, str(e)
     query_pick = mo.ui.dropdown(list(queries), value=next(iter(queries), None),
                                 label="named query")
     mo.vstack([mo.md("## Named queries"), query_pick] if queries else
-              [mo.md(f"## Named queries\nNo `*.sql` files in `{_folder}`.")])
+              [mo.md(f"## Named queries\n{_error or 'No `*.sql` files.'}")])
     return queries, query_pick
 
 
 @app.cell
-def _(queries, query_pick):
+def _(args, queries, query_pick, ws):
     mo.stop(not query_pick.value)
-    _sql = queries[query_pick.value]
-    params = mo.ui.dictionary({p: mo.ui.text(label=p) for p in parameters(_sql)})
+    _, _sql, _defaults = resolve(ws, query_pick.value, args.sql_dir)
+    _typed = [p for p in parameters(_sql) if p not in BOUND]
+    params = mo.ui.dictionary({p: mo.ui.text(value=_defaults.get(p, ""), label=p)
+                               for p in _typed})
+    phrase = mo.ui.text(label="phrase (binds $text_emb)") if "text_emb" in parameters(
+        _sql) else None
+    needs = phrase is not None or any(p not in _defaults for p in _typed)
     run_query = mo.ui.run_button(label="Run")
-    mo.vstack([mo.md(f"```\n{header(_sql)}\n```"), params, run_query])
-    return params, run_query
+    mo.vstack([mo.md(f"```\n{header(queries[query_pick.value])}\n```"), params,
+               *([phrase] if phrase is not None else []), run_query])
+    return needs, params, phrase, run_query
 
 
 @app.cell
-def _(con, params, queries, query_pick, run_query, ws):
-    _sql = queries[query_pick.value]
-    mo.stop(parameters(_sql) and not run_query.value,
-            mo.md("Fill in the parameters and press **Run**."))
+def _(args, needs, params, phrase, query_pick, run_query, ws):
+    mo.stop(needs and not run_query.value, mo.md("Fill in the parameters and press **Run**."))
     try:
-        _res = con.sql(_sql, params={k: value(v) for k, v in params.value.items()} or None)
-        _out = with_thumbnails(ws, _res.pl() if _res is not None else None)
-    except duckdb.Error as e:  # a query's error is shown, not raised
-        _out = mo.callout(mo.md(f"**The query failed.** {str(e).splitlines()[0]}"),
-                          kind="danger")
+        _res = run_sql(ws.root, query_pick.value,
+                       {k: v for k, v in params.value.items() if v != ""},
+                       text=phrase.value if phrase is not None else None,
+                       queries=args.sql_dir)
+        _out = with_thumbnails(ws, pl.from_arrow(_res))
+    except CurateError as e:  # a query's error (or refusal) is shown, not raised
+        _out = mo.callout(mo.md(f"**The query failed.** {e}"), kind="danger")
     _out
     return
 

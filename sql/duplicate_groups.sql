@@ -1,10 +1,10 @@
 -- Duplicate groups a selection's dedup rules found, each with the representative it kept.
--- Parameters: $selection: a selection name (reads selections/dropped/NAME.parquet).
+-- Parameters: $selection: a selection name (its drop log: drop_log($selection)).
 -- Output: group_id, stage (exact, perceptual, semantic or semdedup), representative and its
 -- caption, size (the representative plus the dropped), and the dropped sample ids and captions
 -- (largest groups first).
 WITH d AS (
-    SELECT * FROM read_parquet('selections/dropped/' || $selection || '.parquet')
+    SELECT * FROM drop_log($selection)
     WHERE group_id IS NOT NULL)
 SELECT d.group_id,
        any_value(d.stage) AS stage,

@@ -18,6 +18,8 @@ import pytest
 from curate.errors import CurateError
 from curate.passes.score import score
 from curate.sql import named_queries, run_sql, write_result
+from curate.sql.sandbox import check
+from curate.workspace import Workspace
 from tests.conftest import scored_with_selection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +95,12 @@ def test_selection_queries_agree_with_the_drop_log(ws: Path) -> None:
 
 def test_parameters_are_bound_never_formatted(ws: Path) -> None:
     evil = "clean' OR 1=1 --"
+    with pytest.raises(CurateError, match=r"selection name .*: use letters"):
+        run_sql(ws, "selection_drops", {"selection": evil})  # a name, never a path
+    with pytest.raises(CurateError, match=r"selection name '\.\./selections/clean'"):
+        run_sql(ws, "selection_drops", {"selection": "../selections/clean"})
     with pytest.raises(CurateError, match="No files found"):
-        run_sql(ws, "selection_drops", {"selection": evil})
+        run_sql(ws, "selection_drops", {"selection": "nope"})
     t = run_sql(ws, "SELECT count(*) AS n FROM samples WHERE key = $k", {"k": "x' OR '1'='1"})
     assert t.column("n").to_pylist() == [0]
     t = run_sql(ws, "SELECT count(*) AS n FROM pairs WHERE clip_score > $t", {"t": "0.3"})
@@ -162,3 +168,225 @@ def test_any_client_reads_the_catalog_and_views_follow_new_passes(ws: Path,
     score(own, "text_stats", progress=False)  # a pass writes; no one rebuilds views by hand
     t = run_sql(own, "SELECT count(n_words) AS n FROM pairs")
     assert t.column("n").to_pylist() == [559]
+
+
+# --- the sandbox ---------------------------------------------------------------------------
+
+def files(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``roots`` with its size and mtime: what a refused statement must keep."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for r in roots
+            for p in sorted(r.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def target(ws: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(a copy of ``ws``, a sibling workspace whose name starts with the copy's, an empty
+    folder outside both); the copy holds a symlink ``out`` to the sibling."""
+    base = tmp_path_factory.mktemp("attack")
+    own, sibling, outside = base / "ws", base / "ws-other", base / "outside"
+    shutil.copytree(ws, own)
+    shutil.copytree(ws / "samples", sibling / "samples")
+    outside.mkdir()
+    (own / "out").symlink_to(sibling)
+    return own, sibling, outside
+
+
+ATTACKS = [  # issue 18's: each must be refused by the check, before anything runs
+    "EXPLAIN ANALYZE COPY (SELECT caption, url FROM samples) TO '{outside}/x.csv'",
+    "EXPLAIN ANALYZE COPY (SELECT sample_id, 'ok' AS status, NULL AS error, 9.9 AS clip_score, "
+    "1.0 AS clip_cosine FROM samples) TO '{ws}/scores/clip_score/part-000000.parquet' "
+    "(FORMAT parquet)",
+    "/* c */ EXPLAIN (FORMAT json) COPY samples TO '{ws}/samples.csv'",
+    "explain analyze load '{outside}/evil.duckdb_extension'",
+    "EXPLAIN ANALYZE INSTALL httpfs",
+    "COPY samples TO '{ws}/x.csv'",
+    "ATTACH '{ws}/other.duckdb' AS o",
+    "CREATE TABLE t AS SELECT 1",
+    "CREATE TEMP MACRO m() AS 1",
+    "DROP VIEW pairs",
+    "SELECT 1; DELETE FROM samples",
+    "SELECT 1; COPY (SELECT 1) TO '{outside}/second.csv'",
+    "INSERT INTO samples SELECT * FROM samples",
+    "UPDATE samples SET caption = 'x'",
+    "ALTER VIEW pairs RENAME TO p",
+    "SET enable_external_access = true",
+    "RESET allowed_directories",
+    "SET VARIABLE v = 1",
+    "LOAD httpfs",
+    "PRAGMA profiling_output = '{outside}/profile.txt'",
+    "PRAGMA enable_profiling",
+    "CALL checkpoint()",
+    "CHECKPOINT;",
+    "EXPORT DATABASE '{outside}/db'",
+    "IMPORT DATABASE '{outside}/db'",
+    "PREPARE p AS COPY samples TO '{outside}/p.csv'",
+    "USE memory",
+    "DETACH memory",
+    "VACUUM;",
+    "BEGIN TRANSACTION",
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_writing_statements_are_refused_in_one_line(target: tuple[Path, Path, Path],
+                                                    attack: str) -> None:
+    own, sibling, outside = target
+    before = files(own, sibling, outside)
+    sql = attack.format(ws=own, outside=outside)
+    with pytest.raises(CurateError, match="^read-only: ") as e:
+        run_sql(own, sql)
+    assert "\n" not in str(e.value)
+    assert files(own, sibling, outside) == before
+
+
+def test_the_cli_refuses_in_one_line(target: tuple[Path, Path, Path]) -> None:
+    own, sibling, outside = target
+    before = files(own, sibling, outside)
+    for sql in ATTACKS[:3]:
+        r = cli("-w", str(own), sql.format(ws=own, outside=outside))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "read-only: EXPLAIN of a COPY statement" in r.stderr
+    assert files(own, sibling, outside) == before
+    clip = pl.read_parquet(own / "scores" / "clip_score" / "*.parquet")
+    assert clip["clip_score"].max() < 9.9  # what `select top` reads was never rewritten
+
+
+@pytest.mark.parametrize("read", [
+    "SELECT * FROM read_text('/etc/passwd')",
+    "SELECT * FROM read_csv('/root/x')",
+    "SELECT * FROM glob('/root/*')",
+    "SELECT * FROM read_blob('/etc/hostname')",
+    "SELECT count(*) FROM read_parquet('{sibling}/samples/*.parquet')",  # ws-other beside ws
+    "SELECT count(*) FROM read_parquet('{ws}/../ws-other/samples/part-000000.parquet')",
+    "SELECT count(*) FROM read_parquet('{ws}/out/samples/part-000000.parquet')",  # a symlink out
+    "SELECT * FROM glob('{ws}/../*')",
+    "SELECT count(*) FROM read_parquet('samples/*.parquet')",  # relative: not resolved here
+    "SELECT * FROM sniff_csv('/etc/passwd')",
+])
+def test_reads_outside_the_workspace_fail_on_duckdbs_own_wall(
+        target: tuple[Path, Path, Path], read: str) -> None:
+    """These pass the statement check (they are SELECTs): DuckDB's allowed_directories stops
+    them, with its permission error in one line."""
+    own, sibling, outside = target
+    sql = read.format(ws=own, sibling=sibling)
+    assert check(sql) == [sql]
+    with pytest.raises(CurateError, match="Permission Error: Cannot access") as e:
+        run_sql(own, sql)
+    assert "\n" not in str(e.value) and f"{own}/" in str(e.value)
+    assert pl.read_parquet(sibling / "samples" / "*.parquet").height == 600  # it was there
+
+
+def test_connect_is_locked_and_reads_only_the_workspace(target: tuple[Path, Path, Path]
+                                                        ) -> None:
+    import curate
+
+    own, sibling, outside = target
+    before = files(own, sibling, outside)
+    con = curate.connect(own)
+    try:
+        views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views() "
+                                       "WHERE NOT internal").fetchall()}
+        assert {"samples", "pairs", "embeddings_tiny_clip", "scores_clip_score",
+                "selection_clean"} <= views
+        kept = pl.read_parquet(own / "selections" / "clean.parquet")
+        assert con.sql("SELECT * FROM selection_clean").pl().equals(kept)
+        assert con.sql("SELECT * FROM selection('clean')").pl().equals(kept)
+        for stmt in (f"COPY (SELECT 1) TO '{outside}/x.csv'", "SELECT * FROM read_text("
+                     "'/etc/passwd')", f"ATTACH '{outside}/x.duckdb' AS x", "LOAD httpfs"):
+            with pytest.raises(duckdb.PermissionException):
+                con.execute(stmt)
+        for stmt in ("SET enable_external_access = true", "SET allowed_directories = ['/']",
+                     "RESET enable_external_access", "SET autoload_known_extensions = true",
+                     "SET temp_directory = '/tmp'"):
+            with pytest.raises(duckdb.InvalidInputException, match="locked"):
+                con.execute(stmt)
+        assert con.sql("SELECT count(*) FROM pairs").fetchall() == [(600,)]
+    finally:
+        con.close()
+    assert files(own, sibling, outside) == before
+
+
+def test_reading_statements_pass_the_check(ws: Path) -> None:
+    for sql in ("DESCRIBE samples", "SHOW TABLES", "SUMMARIZE SELECT 1", "FROM samples LIMIT 1",
+                "EXPLAIN SELECT 1", "EXPLAIN ANALYZE SELECT count(*) FROM pairs",
+                "EXPLAIN (FORMAT json) SELECT 1", "PRAGMA table_info('samples')",
+                "CALL pragma_version()", "WITH a AS (SELECT 1 AS x) SELECT * FROM a",
+                "SELECT 1; SELECT 2"):
+        assert run_sql(ws, sql).num_rows >= 1, sql
+
+
+def test_a_workspace_cannot_shadow_a_named_query(ws: Path, tmp_path: Path) -> None:
+    """A received workspace's sql/worst_aligned.sql is never read; a folder passed
+    explicitly is the only other source of named queries."""
+    own = tmp_path / "ws"
+    shutil.copytree(ws, own)
+    (own / "sql").mkdir()
+    (own / "sql" / "worst_aligned.sql").write_text(
+        f"-- Parameters: $n.\nCOPY (SELECT * FROM samples LIMIT $n) TO '{own}/leak.csv'")
+    before = files(own)
+    assert named_queries(Workspace.open(own))["worst_aligned"].parent == ROOT / "sql"
+    assert run_sql(own, "worst_aligned", {"n": "3"}).column_names == [
+        "sample_id", "key", "source", "caption", "score"]
+    r = cli("-w", str(own), "worst_aligned", "--param", "n=3", "--format", "json")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3
+    assert files(own) == before
+    mine = tmp_path / "queries"
+    mine.mkdir()
+    (mine / "ok_count.sql").write_text("-- Parameters: none.\nSELECT count(*) AS n FROM samples "
+                                       "WHERE status = 'ok'")
+    assert list(named_queries(queries=mine)) == ["ok_count"]
+    assert run_sql(own, "ok_count", queries=mine).column("n").to_pylist() == [559]
+    with pytest.raises(CurateError, match="no named query 'worst_aligned'"):
+        run_sql(own, "worst_aligned", queries=mine)
+    with pytest.raises(CurateError, match="no such folder"):
+        named_queries(queries=tmp_path / "nowhere")
+
+
+def test_a_held_connection_blocks_no_writer(ws: Path, tmp_path: Path) -> None:
+    """``curate.connect`` never opens catalog.duckdb: score and select write while it is
+    open, and ``curate sql`` runs while another process holds the catalog read-write."""
+    import curate
+
+    own = tmp_path / "ws"
+    shutil.copytree(ws, own)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    catalog = (own / "catalog.duckdb").read_bytes()
+    assert run_sql(own, "SELECT count(*) AS n FROM pairs").column("n").to_pylist() == [600]
+    assert (own / "catalog.duckdb").read_bytes() == catalog  # a reader changes nothing
+    con = curate.connect(own)
+    try:
+        for verb in (["score", "-w", str(own), "text_stats"],
+                     ["select", "-w", str(own), "held", "top", "clip_score", "0.5"]):
+            r = subprocess.run([sys.executable, "-m", "curate.cli", *verb], capture_output=True,
+                               text=True, timeout=300, env=env)
+            assert r.returncode == 0, r.stderr
+        assert con.sql("SELECT count(*) FROM samples").fetchall() == [(600,)]
+    finally:
+        con.close()
+    held = pl.read_parquet(own / "selections" / "held.parquet")["sample_id"]
+    clip = pl.read_parquet(own / "scores" / "clip_score" / "*.parquet").drop_nulls("clip_score")
+    assert len(held) in (279, 280)  # the top half of the 559 scored
+    assert set(held) == set(clip.sort("clip_score", descending=True)["sample_id"][:len(held)])
+    holder = duckdb.connect(str(own / "catalog.duckdb"))  # a writer's lock, in this process
+    try:
+        r = cli("-w", str(own), "SELECT count(n_words) AS n FROM pairs", "--format", "json")
+        assert r.returncode == 0 and json.loads(r.stdout) == {"n": 559}, r.stderr
+    finally:
+        holder.close()
+
+
+def test_every_named_query_runs_in_the_sandbox(tmp_path: Path) -> None:
+    """bench/sql_latency.py's path on a small fabricated workspace: every named query runs
+    (similar_to_text with --text), none fails."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sql_latency", ROOT / "bench" / "sql_latency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    w = bench.fabricate(tmp_path / "ws", 3000, 2, 64)
+    rows = bench.query_rows(w, 1, 64)
+    assert sorted(r[0].split(" (")[0].removeprefix("sql ").split(" ")[0] for r in rows) == \
+        sorted(named_queries())
+    assert all(int(r[0].rsplit("(", 1)[1].split()[0]) > 0 for r in rows), rows
+    points = run_sql(w.root, "SELECT count(*) AS n FROM map_default").column("n").to_pylist()
+    assert points == [pl.read_parquet(w.root / "maps" / "default.parquet").height]

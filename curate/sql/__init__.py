@@ -1,12 +1,17 @@
-"""``curate sql``: named or ad-hoc SQL over a workspace's catalog, on a read-only connection.
+"""``curate sql``: named or ad-hoc SQL over a workspace, in a sandbox that only reads it.
 
-A named query is a file ``sql/NAME.sql`` (the workspace's own ``sql/`` first, then the one this
-package ships) whose header comment says what it answers and which ``$parameters`` it takes,
-with defaults as ``$name (default VALUE)``. Parameters are bound by DuckDB, never formatted into
-the SQL. ``text=`` embeds a phrase with the model whose embeddings the query reads and binds it
-as ``$text_emb`` (and that model's embeddings view name as ``$embeddings``, for
-``query_table($embeddings)``), so "the samples most like this phrase" is one command. Relative
-paths in the SQL (``read_parquet('selections/x.parquet')``) resolve against the workspace.
+A named query is a file ``NAME.sql`` in the package's ``sql/`` folder (or in a folder the caller
+passes as ``queries=``, ``curate sql --queries DIR``; a workspace's own ``sql/`` is never read,
+so a received workspace cannot put a query behind a known name). Its header comment says what
+it answers and which ``$parameters`` it takes, with defaults as ``$name (default VALUE)``.
+Parameters are bound by DuckDB, never formatted into the SQL. ``text=`` embeds a phrase with the
+model whose embeddings the query reads and binds it as ``$text_emb`` (and that model's
+embeddings view name as ``$embeddings``, for ``query_table($embeddings)``).
+
+Every statement is checked, then run on ``connect(ws)``: an in-memory DuckDB whose views read
+the workspace's Parquet and nothing outside it (``curate.sql.sandbox`` says how). Files are named
+by absolute path or through the views and macros (``selection(name)``, ``drop_log(name)``,
+``map_points(name)``); relative paths are refused.
 """
 
 from __future__ import annotations
@@ -23,25 +28,26 @@ import pyarrow as pa
 
 from curate.errors import CurateError
 from curate.files import atomic_path, read_json
-from curate.workspace import Workspace
+from curate.sql.sandbox import check, connect
+from curate.workspace import Workspace, model_key, view_name
 
-PACKAGE_SQL = Path(__file__).resolve().parents[1] / "sql"
-READ_ONLY = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
+PACKAGE_SQL = Path(__file__).resolve().parents[2] / "sql"
 PARAM = re.compile(r"(?<![\w$])\$([A-Za-z_]\w*)")
 DEFAULT = re.compile(r"\$([A-Za-z_]\w*)\s*\(default\s+([^)]*)\)")
 FORMATS = ("table", "csv", "json", "parquet")
 
+__all__ = ["FORMATS", "check", "connect", "execute", "format_table", "header", "named_queries",
+           "parameters", "resolve", "run_sql", "value", "write_result"]
 
-def sql_dirs(ws: Workspace | None = None) -> list[Path]:
-    return [d for d in ([ws.root / "sql"] if ws else []) + [PACKAGE_SQL] if d.is_dir()]
 
-
-def named_queries(ws: Workspace | None = None) -> dict[str, Path]:
-    """Every named query, by name (a workspace's own ``sql/`` wins over the package's)."""
-    found: dict[str, Path] = {}
-    for d in reversed(sql_dirs(ws)):
-        found.update({p.stem: p for p in sorted(d.glob("*.sql"))})
-    return dict(sorted(found.items()))
+def named_queries(ws: Workspace | None = None, queries: str | Path | None = None
+                  ) -> dict[str, Path]:
+    """Every named query by name: the ``*.sql`` files of ``queries`` if given, else of the
+    package's ``sql/``. ``ws`` is accepted for callers that pass it; its ``sql/`` is not read."""
+    folder = PACKAGE_SQL if queries is None else Path(queries).expanduser()
+    if not folder.is_dir():
+        raise CurateError(f"--queries {folder}: no such folder of named queries (*.sql)")
+    return {p.stem: p for p in sorted(folder.glob("*.sql"))}
 
 
 def header(path: Path) -> str:
@@ -54,9 +60,10 @@ def header(path: Path) -> str:
     return "\n".join(lines)
 
 
-def resolve(ws: Workspace, query_or_name: str) -> tuple[str, str, dict[str, str]]:
+def resolve(ws: Workspace, query_or_name: str, queries: str | Path | None = None
+            ) -> tuple[str, str, dict[str, str]]:
     """(label, SQL text, parameter defaults) of a named query, a .sql file or SQL text."""
-    named = named_queries(ws)
+    named = named_queries(ws, queries)
     if query_or_name in named:
         path = named[query_or_name]
     elif query_or_name.endswith(".sql") and Path(query_or_name).is_file():
@@ -69,8 +76,8 @@ def resolve(ws: Workspace, query_or_name: str) -> tuple[str, str, dict[str, str]
     return path.stem, path.read_text(), dict(DEFAULT.findall(header(path)))
 
 
-def _value(text: str) -> Any:
-    """A --param value as DuckDB should see it: integer, float, or string."""
+def value(text: str) -> Any:
+    """A parameter given as text, as DuckDB should see it: integer, float, or string."""
     if re.fullmatch(r"[+-]?\d+", text):
         return int(text)
     if re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?", text):
@@ -78,31 +85,9 @@ def _value(text: str) -> Any:
     return text
 
 
-def _statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
-    """The statements of ``sql``; any that could write is refused before anything runs."""
-    try:
-        stmts = con.extract_statements(sql)
-    except duckdb.Error as e:
-        raise CurateError(f"cannot parse the SQL: {str(e).splitlines()[0]}") from None
-    if not stmts:
-        raise CurateError("no SQL statement given")
-    for s in stmts:
-        kind = str(s.type).rsplit(".", 1)[-1]
-        if kind not in READ_ONLY:
-            raise CurateError(f"read-only: a {kind} statement would change the "
-                              "workspace or write files, so nothing ran; write results with "
-                              "-o FILE, or open catalog.duckdb yourself to make tables")
-    return [s.query for s in stmts]
-
-
-def _ident(name: str) -> str:
-    """A pass folder's name as the catalog spells its view (as ``Workspace`` does)."""
-    return "".join(c if c.isalnum() else "_" for c in name).lower()
-
-
-def _params(sql: str) -> set[str]:
-    """The ``$names`` a statement uses (comments and string literals left out)."""
-    return set(PARAM.findall(re.sub(r"--[^\n]*|'[^']*'", "", sql)))
+def parameters(sql: str) -> list[str]:
+    """The ``$names`` ``sql`` binds, in order of first use (comments and strings left out)."""
+    return list(dict.fromkeys(PARAM.findall(re.sub(r"--[^\n]*|'[^']*'", "", sql))))
 
 
 def _text_embedding(ws: Workspace, sql: str, text: str, model: str | None
@@ -110,18 +95,17 @@ def _text_embedding(ws: Workspace, sql: str, text: str, model: str | None
     """Bind ``$text_emb`` (the phrase's embedding) and ``$embeddings`` (the view of the model's
     embeddings); returns the parameters and the SQL with ``$text_emb`` cast to ``FLOAT[d]``."""
     from curate import models
-    from curate.workspace import model_key
 
-    keys = {_ident(d.name): d for d in ws.pass_dirs("embeddings")}
+    views = {view_name("embeddings", d.name): d for d in ws.pass_dirs("embeddings")}
     if model is None:
-        used = [k for k in keys if f"embeddings_{k}" in sql]
-        names = {read_json(keys[k] / "manifest.json")["model"]["name"] for k in used or keys}
+        used = [v for v in views if v in sql]
+        names = {read_json(views[v] / "manifest.json")["model"]["name"] for v in used or views}
         if len(names) != 1:
             raise CurateError("--text: say which model embeds the phrase with --model "
                               f"(embeddings here: {', '.join(sorted(names)) or 'none'})")
         model = names.pop()
-    key = _ident(model_key(model))
-    if key not in keys:
+    view = view_name("embeddings", model_key(model))
+    if view not in views:
         raise CurateError(f"--text: no embeddings of {model!r} in {ws.root}; run "
                           f"`curate embed -w {ws.root} --model {model}` first")
     import torch
@@ -130,44 +114,62 @@ def _text_embedding(ws: Workspace, sql: str, text: str, model: str | None
     with torch.no_grad():
         vec = m.model.encode_text(m.tokenizer([text]))[0].float().tolist()
     sql = re.sub(r"\$text_emb\b(?!\s*::)", f"CAST($text_emb AS FLOAT[{len(vec)}])", sql)
-    return {"text_emb": vec, "embeddings": f"embeddings_{key}"}, sql
+    return {"text_emb": vec, "embeddings": view}, sql
+
+
+def _error(con: duckdb.DuckDBPyConnection, label: str, e: duckdb.Error) -> CurateError:
+    line = str(e).strip().splitlines()[0]
+    if isinstance(e, duckdb.PermissionException):
+        root = ", ".join(con.execute("SELECT current_setting('allowed_directories')"
+                                     ).fetchall()[0][0])
+        line += (f"; SQL here reads only files under {root} (by absolute path) and the views "
+                 "and macros (selection(name), drop_log(name), map_points(name))")
+    return CurateError(f"{label}: {line}")
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str, values: dict[str, Any] | None = None,
+            label: str = "query") -> pa.Table:
+    """Check every statement of ``sql``, then run them on ``con`` (a ``connect`` sandbox),
+    each bound to the ``values`` it uses; the last statement's result."""
+    values, result = values or {}, None
+    for stmt in check(sql):
+        wanted = sorted(set(parameters(stmt)))
+        missing = [w for w in wanted if w not in values]
+        if missing:
+            hint = " (--text PHRASE binds $text_emb and $embeddings)" if {
+                "text_emb", "embeddings"} & set(missing) else ""
+            raise CurateError(f"{label} needs --param {missing[0]}=VALUE{hint}; its "
+                              f"parameters: {', '.join('$' + w for w in wanted)}")
+        try:
+            rel = con.sql(stmt, params={k: values[k] for k in wanted} or None)
+            result = rel.to_arrow_table() if rel is not None else None
+        except duckdb.Error as e:
+            raise _error(con, label, e) from None
+    return result if result is not None else pa.table({})
 
 
 def run_sql(workspace: str | Path, query_or_name: str, params: dict[str, str] | None = None,
-            text: str | None = None, model: str | None = None) -> pa.Table:
-    """Run a named query, a .sql file or SQL text on a read-only connection to the catalog
-    (its views rebuilt first) and return the last statement's result."""
+            text: str | None = None, model: str | None = None,
+            queries: str | Path | None = None) -> pa.Table:
+    """Run a named query (from ``queries`` or the package's ``sql/``), a .sql file or SQL text
+    in the workspace's sandbox and return the last statement's result."""
     ws = Workspace.open(workspace)
-    label, sql, defaults = resolve(ws, query_or_name)
-    unknown = sorted(set(params or {}) - _params(sql))
+    label, sql, defaults = resolve(ws, query_or_name, queries)
+    takes = parameters(sql)
+    unknown = sorted(set(params or {}) - set(takes))
     if unknown:
         raise CurateError(f"{label} takes no parameter {unknown[0]!r} (its parameters: "
-                          f"{', '.join('$' + p for p in sorted(_params(sql))) or 'none'})")
-    given = {**defaults, **(params or {})}
-    values: dict[str, Any] = {k: _value(v) for k, v in given.items()}
+                          f"{', '.join('$' + p for p in sorted(takes)) or 'none'})")
+    values: dict[str, Any] = {k: value(v) for k, v in {**defaults, **(params or {})}.items()}
+    check(sql)  # refused before anything runs, and before --text loads a model
     if text is not None:
         bound, sql = _text_embedding(ws, sql, text, model)
         values.update(bound)
-    con = ws.connect(read_only=True)
+    con = connect(ws)
     try:
-        con.execute("SET file_search_path = $p", {"p": str(ws.root)})
-        result = None
-        for stmt in _statements(con, sql):
-            wanted = _params(stmt)
-            missing = sorted(wanted - set(values))
-            if missing:
-                hint = " (--text PHRASE binds $text_emb and $embeddings)" if {
-                    "text_emb", "embeddings"} & set(missing) else ""
-                raise CurateError(f"{label} needs --param {missing[0]}=VALUE{hint}; its "
-                                  f"parameters: {', '.join('$' + w for w in sorted(wanted))}")
-            try:
-                result = con.sql(stmt, params={k: values[k] for k in wanted} or None)
-                result = result.to_arrow_table() if result is not None else None
-            except duckdb.Error as e:
-                raise CurateError(f"{label}: {str(e).strip().splitlines()[0]}") from None
+        return execute(con, sql, values, label)
     finally:
         con.close()
-    return result if result is not None else pa.table({})
 
 
 def _cell(v: Any) -> str:
