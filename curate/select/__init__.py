@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
+from curate.integrity import require_complete
+from curate.lock import writes
 from curate.params import as_dict
 from curate.select.rules import RULES, Rule, get
 from curate.select.step import Step
@@ -41,18 +43,23 @@ def _ok_samples(ws: Workspace) -> list[str]:
     return ids
 
 
+@writes("select")
 def select(workspace: str | Path, name: str, rules: list[tuple[str, dict[str, Any]]],
            start: str | None = None, overwrite: bool = False,
-           progress: Callable[[str], None] | None = None) -> SelectReport:
+           progress: Callable[[str], None] | None = None,
+           allow_partial: bool = False) -> SelectReport:
     """Apply ``rules`` in order to every ok sample (or to selection ``start``) and write
     selection ``name``. Each rule is ``(rule name, parameters)``, the parameters by the field
     names of the rule's parameter dataclass (``rules.RULES``); all are checked before any
-    runs."""
+    runs. A pass the catalog joins that is incomplete (a killed run, a deleted part) is
+    refused in one line naming the command that resumes it, unless ``allow_partial``; the
+    workspace's writer lock is held throughout (``curate.lock``)."""
     t0 = time.time()
     ws = Workspace.open(workspace)
     check_free(ws, name, overwrite)
     if not rules:
         raise CurateError(f"give at least one rule ({', '.join(RULES)})")
+    partial = require_complete(ws, "select", allow_partial)
     chain: list[tuple[Rule, Any]] = []
     for rule_name, given in rules:
         rule = get(rule_name)
@@ -83,6 +90,8 @@ def select(workspace: str | Path, name: str, rules: list[tuple[str, dict[str, An
                 raise CurateError(f"rule {rule.name} keeps no samples, so selection {name!r} "
                                   "would be empty; nothing written")
     report.kept = len(ids)
+    if partial:
+        report.steps[0]["partial_inputs"] = [f"{h.kind}/{h.key}" for h in partial]
     write_selection(ws, name, ids, reasons, dropped, report, start)
     report.seconds = time.time() - t0
     return report

@@ -3,12 +3,14 @@
 ``reason``), its drop log ``selections/dropped/NAME.parquet`` (``sample_id``, ``rule``,
 ``stage``, ``reason``, ``group_id``, ``representative``) and its manifest
 ``selections/NAME.json`` (the rules with their parameters by name, the counts at each step, what
-each rule measured, the inputs' manifests). Every write is atomic; the ids are written last, so
-a selection is listed only once it is whole.
+each rule measured, the inputs' manifests). The three files are replaced together
+(``Workspace.replace_together``): a reader, or a run after a kill, sees the old selection or
+the new one, never a mix.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +19,7 @@ import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.errors import CurateError
-from curate.files import read_json, write_json, write_parquet
+from curate.files import read_json
 from curate.workspace import Selection, Workspace
 
 DROPPED = ("sample_id", "rule", "stage", "reason", "group_id", "representative")
@@ -56,22 +58,26 @@ def write_selection(ws: Workspace, name: str, ids: list[str], reasons: dict[str,
     """Write selection ``name``: ``ids`` in rank order with their ``reasons``, the ``dropped``
     rows, and a manifest of ``report``'s steps and the workspace's pass manifests."""
     sel = ws.selection(name)
-    write_parquet(pa.table({c: pa.array([d.get(c) for d in dropped], pa.string())
-                            for c in DROPPED}), sel.dropped)
     inputs = {}
     for kind in ("scores", "embeddings"):
         for d in ws.pass_dirs(kind):
             m = ws.manifest(kind, d.name) or {}
             inputs[f"{kind}/{d.name}"] = {k: m.get(k) for k in ("pass", "params", "rows",
                                                                  "updated_at")}
-    write_json({"name": name, "start": start, "rules": report.steps, "candidates":
+    manifest = {"name": name, "start": start, "rules": report.steps, "candidates":
                 report.candidates, "kept": len(ids), "curate_version": __version__,
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "inputs": inputs}, sel.json)
-    write_parquet(pa.table({"sample_id": pa.array(ids, pa.string()),
-                            "rank": pa.array(range(len(ids)), pa.int64()),
-                            "reason": pa.array([reasons[i] for i in ids], pa.string())}),
-                  sel.parquet)
+                "inputs": inputs}
+    # the three files appear together: a kill leaves the old selection or the new one
+    with ws.replace_together(f"selection-{name}", [sel.dropped, sel.json, sel.parquet]
+                             ) as (dropped_tmp, json_tmp, ids_tmp):
+        pq.write_table(pa.table({c: pa.array([d.get(c) for d in dropped], pa.string())
+                                 for c in DROPPED}), dropped_tmp, compression="zstd")
+        json_tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        pq.write_table(pa.table({"sample_id": pa.array(ids, pa.string()),
+                                 "rank": pa.array(range(len(ids)), pa.int64()),
+                                 "reason": pa.array([reasons[i] for i in ids], pa.string())}),
+                       ids_tmp, compression="zstd")
     ws.refresh()
 
 
