@@ -149,3 +149,6 @@ ENGINE = (
         "local one)"),
     arg("--actors", type=int, help="Ray actors (default: one per GPU, else per CPU)"),
 )
+ALLOW_PARTIAL = arg("--allow-partial", action="store_true",
+                    help="read a workspace with incomplete passes (the rows there are) instead "
+                    "of refusing")

@@ -21,7 +21,7 @@ def _ingest(a: argparse.Namespace) -> None:
     from curate.ingest import ingest
     report = ingest(a.sources, a.workspace, image_col=a.image_column,
                     caption_col=a.caption_column, key_col=a.key_column, verify=a.verify,
-                    max_pixels=a.max_pixels)
+                    max_pixels=a.max_pixels, kind=a.kind)
     print(report.summary())
 
 
@@ -29,6 +29,13 @@ def _info(a: argparse.Namespace) -> None:
     from curate.info import format_info, info
     d = info(a.workspace)
     print(json.dumps(d, indent=2, default=str) if a.json else format_info(d))
+
+
+def _verify(a: argparse.Namespace) -> int:
+    from curate.verify import verify
+    report = verify(a.workspace, repair=a.repair)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _models(a: argparse.Namespace) -> None:
@@ -65,7 +72,15 @@ VERBS = (
         arg("--verify", action="store_true", help="fully decode every image"),
         arg("--max-pixels", type=positive_int, default=Lib("curate.ingest:ingest", "max_pixels"),
             help="decompression-bomb limit (width*height)"),
+        arg("--kind", help="read every source as this kind instead of detecting it "
+            "(img2dataset, webdataset, table, folder, ...; a wrong name lists them)"),
     )),
+    Verb("verify", "check every part, pass, selection and map against its manifest; exit 1 "
+         "when something is wrong", _verify, (
+             WORKSPACE,
+             arg("--repair", action="store_true", help="rebuild what can be rebuilt: the "
+                 "catalog, unreadable parts (removed for a rerun), leftover temporary files"),
+         )),
     Verb("info", "counts, passes and sizes of a workspace", _info, (
         WORKSPACE,
         arg("--json", action="store_true", help="print as JSON"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from curate.cli.declare import WORKSPACE, Lib, Verb, arg
+from curate.cli.declare import ALLOW_PARTIAL, WORKSPACE, Lib, Verb, arg
 from curate.errors import CurateError
 
 
@@ -13,7 +13,8 @@ def _select(a: argparse.Namespace) -> None:
     from curate.select import parse_rules, select
     rules, start, force = own_options(list(a.rules), a.start, a.force)
     print(select(a.workspace, a.name, parse_rules(rules), start, force,
-                 progress=lambda m: print(m, file=sys.stderr)).summary())
+                 progress=lambda m: print(m, file=sys.stderr),
+                 allow_partial=a.allow_partial).summary())
 
 
 def own_options(rules: list[str], start: str | None, force: bool
@@ -49,6 +50,7 @@ VERBS = (
         arg("name", help="selection name"),
         arg("--from", dest="start", help="start from this selection"),
         arg("--force", action="store_true", help="replace an existing selection"),
+        ALLOW_PARTIAL,
         arg("rules", nargs=argparse.REMAINDER, help="rule chain"),
     ), description="Rules: where EXPR | top COLUMN AMOUNT [per=COL] | random AMOUNT [seed=S] | "
        "dedup [by=COL stages=exact,perceptual,semantic] | semdedup [eps=0.01,0.05 use=0.05 "
