@@ -1,0 +1,116 @@
+"""Fault injection across verbs: kill -9 at chosen points, a second writer, deleted and
+truncated parts. Each case checks that nothing was lost and that the result equals an
+uninterrupted run's (or that the verb refused in one line, changing nothing)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from curate.errors import CurateError
+from curate.passes.score import score
+from curate.select import select
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = [("top", {"column": "n_words", "amount": 0.5})]
+
+
+def curate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+
+
+@pytest.fixture()
+def ws(ingested: Path, tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    shutil.copytree(ingested, ws)
+    score(ws, "text_stats", progress=False)
+    return ws
+
+
+def _files(ws: Path, name: str) -> dict[str, bytes]:
+    sel = ws / "selections"
+    return {p: (sel / p).read_bytes() for p in (f"{name}.parquet", f"{name}.json",
+                                                 f"dropped/{name}.parquet")}
+
+
+KILL_SELECT = """
+import os, signal, sys
+from curate.select import select
+real = os.replace
+def replace(a, b):
+    real(a, b)
+    if str(b).endswith("/selections/dropped/s.parquet"):  # the first of three files moved
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+select(sys.argv[1], "s", [("top", {"column": "n_words", "amount": 0.2})], overwrite=True)
+"""
+
+
+def test_a_kill_inside_select_force_leaves_the_new_selection_whole(ws: Path) -> None:
+    select(ws, "s", RULES)
+    old = _files(ws, "s")
+    r = subprocess.run([sys.executable, "-c", KILL_SELECT, str(ws)], cwd=ROOT)
+    assert r.returncode == -9
+    # one file of three moved when the kill came: the next open finishes the other two
+    from curate.workspace import Workspace
+    Workspace.open(ws)
+    new = _files(ws, "s")
+    assert all(new[p] != old[p] for p in new)
+    m = json.loads(new["s.json"])
+    assert m["kept"] == pq.read_metadata(ws / "selections" / "s.parquet").num_rows
+    assert m["rules"][0]["params"]["amount"] == 0.2
+    # and it is exactly what an uninterrupted run writes
+    select(ws, "s2", [("top", {"column": "n_words", "amount": 0.2})])
+    assert pq.read_table(ws / "selections" / "s.parquet").equals(
+        pq.read_table(ws / "selections" / "s2.parquet"))
+    assert not list((ws / "selections").rglob(".*.tmp"))
+
+
+def test_select_refuses_a_pass_with_a_deleted_part(ws: Path) -> None:
+    want = select(ws, "whole", RULES).kept
+    (ws / "scores" / "text_stats" / "part-000004.parquet").unlink()
+    with pytest.raises(CurateError, match=r"scores/text_stats, which is incomplete: 1 of 6 "
+                       r"parts missing .*curate score -w .* text_stats"):
+        select(ws, "half", RULES)
+    assert not (ws / "selections" / "half.json").exists()
+    r = curate("select", "-w", str(ws), "half", "top", "n_words", "0.5")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
+    partial = select(ws, "half", RULES, allow_partial=True)
+    assert partial.kept < want
+    m = json.loads((ws / "selections" / "half.json").read_text())
+    assert m["rules"][0]["partial_inputs"] == ["scores/text_stats"]
+    score(ws, "text_stats", progress=False)  # the named command resumes it
+    assert select(ws, "again", RULES).kept == want
+
+
+def test_select_refuses_a_killed_pass(ws: Path) -> None:
+    m = ws / "scores" / "text_stats" / "manifest.json"
+    m.write_text(m.read_text().replace('"status": "complete"', '"status": "running"'))
+    with pytest.raises(CurateError, match="its manifest says 'running'"):
+        select(ws, "x", RULES)
+
+
+def test_a_second_writer_is_refused_in_one_line(ws: Path) -> None:
+    hold = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom curate.lock import writing\n"
+        "with writing(sys.argv[1], 'score'):\n    print('held', flush=True)\n"
+        "    time.sleep(120)\n"), str(ws)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert hold.stdout.readline().strip() == "held"
+        r = curate("select", "-w", str(ws), "s", "top", "n_words", "0.5")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            r.stderr.strip()] and f"`curate score` (pid {hold.pid}" in r.stderr
+        assert not (ws / "selections").exists()
+    finally:
+        hold.kill()
+        hold.wait()
+    assert curate("select", "-w", str(ws), "s", "top", "n_words", "0.5").returncode == 0
