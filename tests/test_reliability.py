@@ -114,3 +114,33 @@ def test_a_second_writer_is_refused_in_one_line(ws: Path) -> None:
         hold.kill()
         hold.wait()
     assert curate("select", "-w", str(ws), "s", "top", "n_words", "0.5").returncode == 0
+
+
+def _small_disk() -> None:
+    """In the child: files may not grow past 4 KB, and the write fails (EFBIG) instead of
+    the signal killing the process: the way a full disk looks to a writer."""
+    import resource
+    import signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_selection(ws: Path) -> None:
+    select(ws, "s", RULES)
+    old = _files(ws, "s")
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "select", "-w", str(ws), "s",
+                        "--force", "top", "n_words", "0.2"], capture_output=True, text=True,
+                       timeout=600, cwd=ROOT, preexec_fn=_small_disk)
+    assert r.returncode == 2, r.stderr
+    *progress, line = r.stderr.strip().splitlines()
+    assert [p.split(":")[0] for p in progress] == ["top"]  # its progress, then the error
+    assert line.startswith("curate select: ") and "ulimit -f" in line
+    assert _files(ws, "s") == old
+    assert not list(ws.rglob(".*.tmp"))
+
+
+def test_a_name_too_long_is_refused_before_any_work(ws: Path) -> None:
+    r = curate("select", "-w", str(ws), "x" * 300, "top", "n_words", "0.5")
+    assert r.returncode == 2 and "at most 128 characters" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (ws / "selections").exists()

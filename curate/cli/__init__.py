@@ -9,6 +9,7 @@ ends quietly, as other Unix tools do.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -19,6 +20,13 @@ from curate.errors import CurateError
 VERBS: tuple[Verb, ...] = (*pool.VERBS, *passes.VERBS, *select.VERBS, *maps.VERBS,
                            *outputs.VERBS)
 SIGPIPE_STATUS = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
+# what the machine refused, with what to do; every write is atomic, so nothing is left half made
+RESOURCE_ERRORS = {
+    errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "over the disk quota",
+    errno.EFBIG: "a file grew past the allowed size (ulimit -f)",
+    errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted", errno.ENAMETOOLONG: "a name is too long",
+    errno.EMFILE: "too many open files (ulimit -n)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except CurateError as e:
         print(f"curate {args.command}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in RESOURCE_ERRORS:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"curate {args.command}: {e.strerror or RESOURCE_ERRORS[e.errno]}{where}: "
+              f"{RESOURCE_ERRORS[e.errno]}; nothing half-written was kept, and a rerun "
+              "resumes", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"curate {args.command}: interrupted; run it again to resume", file=sys.stderr)
