@@ -41,7 +41,9 @@ from curate.workspace import Workspace  # noqa: E402
 
 
 def raw_copy(ws: Path, dest: Path) -> tuple[int, int, float]:
-    """Copy the selected images' bytes into one file; (images, bytes, seconds)."""
+    """Copy the selected images' bytes into one file; (images, bytes, seconds). The selection's
+    path is spelled out, not ``Workspace.selection``: ``export_ab.py`` runs this under another
+    checkout's curate, which may predate it."""
     with Workspace.open(ws).connect(read_only=True) as con:
         refs = con.sql("""SELECT image_path, image_offset, image_length FROM samples
                           WHERE sample_id IN (SELECT sample_id FROM
@@ -93,7 +95,7 @@ def measure(n: int, image_size: int, repeats: int, root: Path,
         shutil.rmtree(ws, ignore_errors=True)
         ingest([str(p) for p in pools], ws, progress=False)
         select(ws, "all", [("where", {"expr": "true"})])
-        select(ws, "quarter", [("random", {"amount_": "0.25"})])
+        select(ws, "quarter", [("random", {"amount": "0.25"})])
     raw_rates, exp_rates, full_rates, raw_cpu, exp_cpu = [], [], [], [], []
     images = nbytes = 0
     raw_copy(ws, root / "raw.bin")  # warm up: page cache, imports, numba's cached kernels

@@ -6,11 +6,11 @@
 Each round starts one child process per checkout (in alternating order), which imports
 ``curate`` from its checkout, warms up (one raw copy, one export) and then runs ``--repeats``
 pairs of a raw copy and an export of selection ``all``, each after ``sync``, as
-``bench/export.py`` does. The medians over all pairs are printed: export rate, raw-copy rate and
-the ratio per pair. On the shared 2-core VM a single run of either moves by +-30% and the
-machine's speed drifts over minutes, so only alternating children compare two changes fairly;
-read a difference smaller than the spread of ratios between rounds as none. The workspace is
-one ``bench/export.py`` made (it has selections ``all`` and ``quarter``).
+``bench/export.py`` does. The medians over all pairs are printed, with their ranges: export
+rate, raw-copy rate and the ratio per pair. On the shared 2-core VM a single run of either moves
+by +-30% and the machine's speed drifts over minutes, so only alternating children compare two
+changes fairly; read a difference smaller than the spread of ratios between rounds as none. The
+workspace is one ``bench/export.py`` made (it has selections ``all`` and ``quarter``).
 """
 
 from __future__ import annotations
@@ -83,11 +83,19 @@ def main() -> None:
         print(f"round {r}: " + ", ".join(
             f"{c}: {statistics.median(e / w for w, e in v):.3f}" for c, v in pairs.items()),
             file=sys.stderr)
-    print(json.dumps({str(c): {"pairs": len(v),
-                               "ratio": round(statistics.median(e / w for w, e in v), 3),
-                               "export_samples_per_s": round(statistics.median(e for _, e in v)),
-                               "raw_copy_samples_per_s": round(statistics.median(w for w, _ in v))}
-                      for c, v in pairs.items()}, indent=2))
+    print(json.dumps({str(c): summary(v) for c, v in pairs.items()}, indent=2))
+
+
+def summary(pairs: list[tuple[float, float]]) -> dict:
+    """Medians of the (raw copy rate, export rate) pairs and the range of each."""
+    ratios = [e / w for w, e in pairs]
+    exp, raw = [e for _, e in pairs], [w for w, _ in pairs]
+    return {"pairs": len(pairs), "ratio": round(statistics.median(ratios), 3),
+            "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+            "export_samples_per_s": round(statistics.median(exp)),
+            "export_range": [round(min(exp)), round(max(exp))],
+            "raw_copy_samples_per_s": round(statistics.median(raw)),
+            "raw_copy_range": [round(min(raw)), round(max(raw))]}
 
 
 if __name__ == "__main__":

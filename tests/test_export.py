@@ -41,8 +41,8 @@ def scored(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(embedded, ws)
     score(ws, "clip_score", progress=False)
     select(ws, "best", [("where", {"expr": "clip_score > 0.3"}),
-                        ("top", {"column": "clip_score", "amount_": 120})])
-    select(ws, "other", [("random", {"amount_": 50, "seed": 1})])
+                        ("top", {"column": "clip_score", "amount": 120})])
+    select(ws, "other", [("random", {"amount": 50, "seed": 1})])
     return ws
 
 
@@ -161,10 +161,106 @@ def test_columns_choose_what_each_json_and_the_manifest_carry(scored: Path,
     assert "clip_cosine" in meta and "clip_score" not in meta
 
 
+@pytest.mark.parametrize("limits", [{"shard_size": 40}, {"shard_bytes": 100_000}])
+def test_samples_written_one_at_a_time_give_the_fast_path_bytes(scored: Path, tmp_path: Path,
+                                                                limits: dict) -> None:
+    """webdataset's reading of an export (laid out by ``write_batch``), written again a sample
+    dict at a time (``write``) with the same limits, gives the same shards byte for byte."""
+    from curate.export.webdataset import WebDatasetWriter
+    from curate.export.writer import Target
+
+    fast = tmp_path / "fast"
+    export(scored, "best", fast, card=False, progress=False, **limits)
+    info = json.loads((fast / "export.json").read_text())
+    (tmp_path / "one").mkdir()
+    writer = WebDatasetWriter()
+    writer.open(Target(tmp_path / "one", "best", 9, **limits), {"shards": []})
+    for s in wds.WebDataset(str(fast / info["pattern"]), shardshuffle=False):
+        writer.write({"__key__": s["__key__"], "jpg": s["jpg"], "txt": s["txt"].decode(),
+                      "json": s["json"], "__url__": s["__url__"]})
+    records = writer.close()
+    assert records == info["shards"] and len(records) >= 3
+    assert writer.planned == [{"name": r["name"], "first": r["first"]} for r in records]
+    for r in records:
+        assert (tmp_path / "one" / r["name"]).read_bytes() == (fast / r["name"]).read_bytes()
+
+
+class Captions:
+    """A second format, to show the seam: per shard a ``.tsv`` of key and caption lines."""
+
+    format, suffix, members = "captions", ".tsv", {"tsv": "key, a tab, the caption"}
+
+    def open(self, target, state, reader=None) -> None:  # noqa: ANN001
+        self.target, self.state, self.lines, self.planned = target, state, [], []
+        self.position = sum(s["samples"] for s in state["shards"])
+
+    def write_batch(self, batch) -> None:  # noqa: ANN001
+        for key, txt in zip(batch["key"].to_pylist(), batch["txt"].to_pylist(), strict=True):
+            self.write({"__key__": key, "txt": txt})
+
+    def write(self, sample: dict) -> None:
+        if not self.lines:
+            name = self.target.shard(len(self.state["shards"]), self.suffix).name
+            self.planned.append({"name": name, "first": self.position})
+        self.lines.append(f"{sample['__key__']}\t{sample['txt']}\n")
+        self.position += 1
+        if len(self.lines) == self.target.shard_size:
+            self.close()
+
+    def close(self) -> list[dict]:
+        from curate.export.writer import record_shard
+        if self.lines:
+            data, shard = "".join(self.lines).encode(), self.planned[-1]
+            (self.target.out / shard["name"]).write_bytes(data)
+            record_shard(self.target, self.state, {**shard, "samples": len(self.lines),
+                                                   "bytes": len(data),
+                                                   "blake3": blake3.blake3(data).hexdigest()})
+        self.lines = []
+        return self.state["shards"]
+
+    def abort(self) -> None:
+        self.lines = []
+
+
+def test_a_format_is_one_writer_in_the_registry(scored: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer registered by name gets the query's rows; the export's manifest, sizes,
+    checksums and record follow its shards; the format is part of the export's identity."""
+    from curate.errors import CurateError
+    from curate.export.formats import FORMATS
+
+    with pytest.raises(CurateError, match=r"^unknown export format 'hf' \(formats: webdataset\)$"):
+        export(scored, "other", tmp_path / "no", format="hf", progress=False)
+    assert not (tmp_path / "no").exists()
+    monkeypatch.setitem(FORMATS, "captions", Captions)
+    out = tmp_path / "out"
+    r = export(scored, "other", out, shard_size=20, format="captions", card=False,
+               progress=False)
+    assert (r.samples, r.shards, r.shards_written) == (50, 3, 3)
+    info = json.loads((out / "export.json").read_text())
+    assert info["format"] == info["fingerprint"]["format"] == "captions"
+    assert info["pattern"] == "other-{000000..000002}.tsv"
+    assert json.loads((out / "sizes.json").read_text()) == {
+        "other-000000.tsv": 20, "other-000001.tsv": 20, "other-000002.tsv": 10}
+    man = pl.read_parquet(out / "manifest.parquet")
+    truth = dict(samples(scored).select("sample_id", "caption").iter_rows())
+    lines = [(p.name, line.split("\t", 1)) for p in sorted(out.glob("*.tsv"))
+             for line in p.read_text().splitlines()]
+    assert [(shard, key, truth[sid]) for shard, key, sid in man.select(
+        "shard", "key", "sample_id").iter_rows()] == [(n, k, c) for n, (k, c) in lines]
+    for line in (out / "B3SUMS").read_text().splitlines():
+        digest, name = line.split()
+        assert blake3.blake3((out / name).read_bytes()).hexdigest() == digest
+    with pytest.raises(CurateError, match="holds an export of selection 'other' "
+                                          r"\(format 'captions'\)"):
+        export(scored, "other", out, shard_size=20, card=False, progress=False)
+
+
 KILL = """
 import os, signal, sys
 import curate.export as e
 import curate.export.tar as t
+import curate.export.webdataset as w
 calls = []
 def hook(real):
     def wrapper(self, *args):
@@ -176,7 +272,7 @@ def hook(real):
 if sys.argv[1] == "before-rename":  # its bytes are in the temporary file, not yet renamed
     t.Sink._close_file = hook(t.Sink._close_file)
 else:  # it has its final name; the resume state does not know it yet
-    e._Shards.done = hook(e._Shards.done)
+    w.WebDatasetWriter._done = hook(w.WebDatasetWriter._done)
 e.export(sys.argv[2], sys.argv[4], sys.argv[3], shard_size=15, progress=False)
 """
 

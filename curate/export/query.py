@@ -1,5 +1,6 @@
-"""The edges of ``curate export``: the catalog query that orders and describes the samples,
-reading and verifying source bytes, the output folder's state, and the files written last."""
+"""The edges of ``curate export`` that every format shares: the catalog query that orders and
+describes the samples, the checks of their sources before anything is written, the output
+folder's resume state, the manifest, and the files written last."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ import pyarrow.parquet as pq
 from curate.errors import CurateError
 from curate.files import atomic_path, read_json, write_json
 from curate.images import is_url
-from curate.workspace import Workspace
+from curate.workspace import EXPORT_DONE, Workspace
 
 T = TypeVar("T")
-STATE, DONE = ".curate-export.json", "export.json"
+STATE = ".curate-export.json"  # the resume state of an unfinished export
 EXTENSIONS = {"jpeg": "jpg", "mpo": "jpg", "png": "png", "webp": "webp", "gif": "gif",
               "bmp": "bmp", "tiff": "tiff"}  # image_format -> the extension readers expect
 # the .json fields every sample gets (img2dataset's names where it has one), then the columns
@@ -225,14 +226,15 @@ def prepare_out(out: Path, fingerprint: dict) -> dict | None:
     very export. Anything else in ``out`` is an error: no export mixes into another."""
     if out.exists() and not out.is_dir():
         raise CurateError(f"{out} is a file; export into a directory")
-    for marker, what in ((DONE, "an export"), (STATE, "an unfinished export")):
+    for marker, what in ((EXPORT_DONE, "an export"), (STATE, "an unfinished export")):
         if (out / marker).is_file():
             old = read_json(out / marker)
             old = old.get("fingerprint", old)
             if old == fingerprint:
-                return None if marker == DONE else _resumable(out, read_json(out / STATE))
-            diff = ", ".join(f"{k} {old.get(k)!r}" for k in fingerprint
-                             if old.get(k) != fingerprint[k] and k != "selection_sha256")
+                done = marker == EXPORT_DONE
+                return None if done else _resumable(out, read_json(out / STATE))
+            diff = ", ".join(f"{k} {old.get(k)!r}" for k in {**old, **fingerprint}
+                             if old.get(k) != fingerprint.get(k) and k != "selection_sha256")
             raise CurateError(f"{out} holds {what} of selection {old.get('selection')!r} "
                               f"({diff or 'since re-selected'}); export into a new or empty "
                               "directory, or remove that one first")
@@ -260,9 +262,10 @@ def _resumable(out: Path, state: dict) -> dict:
     return state
 
 
-def abandon(out: Path, name: str) -> None:
-    """Remove what an export wrote into ``out`` (and ``out`` itself when left empty)."""
-    for p in [*out.glob(".*.tmp"), *out.glob(f"{name}-[0-9]*.tar"), out / "manifest.parquet",
+def abandon(out: Path, name: str, suffix: str) -> None:
+    """Remove what an export of shards ``{name}-%06d{suffix}`` wrote into ``out`` (and ``out``
+    itself when left empty)."""
+    for p in [*out.glob(".*.tmp"), *out.glob(f"{name}-[0-9]*{suffix}"), out / "manifest.parquet",
               out / STATE]:
         p.unlink(missing_ok=True)
     if out.is_dir() and not any(out.iterdir()):
@@ -288,7 +291,7 @@ class Manifest:
         self.written: list[Future] = []
 
     def add(self, batch: pa.RecordBatch, shards: list[dict]) -> None:
-        """Rows of ``batch`` (``export_io.query``'s), whose shards all start in ``shards``."""
+        """Rows of ``batch`` (``query``'s), whose shards all start in ``shards``."""
         firsts = np.array([s["first"] for s in shards])
         at = np.searchsorted(firsts, batch.column("i").to_numpy(), side="right") - 1
         t = pa.table({
@@ -344,9 +347,9 @@ def finish(ws: Workspace, out: Path, info: dict) -> None:
     write_json({s["name"]: s["samples"] for s in shards}, out / "sizes.json")
     with atomic_path(out / "B3SUMS") as tmp:
         tmp.write_text("".join(f"{s['blake3']}  {s['name']}\n" for s in shards))
-    write_json(info, out / DONE)
+    write_json(info, out / EXPORT_DONE)
     for p in out.iterdir():  # mkstemp made them owner-only; an export is for sharing
         if p.is_file():
             p.chmod(0o644)
     (out / STATE).unlink(missing_ok=True)
-    write_json({"out": str(out)}, ws.root / "exports" / f"{info['selection']}.json")
+    write_json({"out": str(out)}, ws.export_record(info["selection"]))

@@ -117,7 +117,7 @@ class SourceReader:
         self.fd, self.path = -1, ""
 
     def read_into(self, b: pa.RecordBatch, out: np.ndarray, pos: np.ndarray) -> list[int]:
-        """Read the images of a batch (``export_io.query``'s rows: ``i``, ``image_path``,
+        """Read the images of a batch (``query.query``'s rows: ``i``, ``image_path``,
         ``image_offset``, ``image_length``, ``tar``, ``remote``, ``same``, ``source_key``,
         ``image_hash``) straight to ``out[pos[r]:pos[r] + length]`` (their places in the tar
         being laid out: no copy after the read), checking each against its source tar header.

@@ -150,7 +150,7 @@ WRITE = 256 << 10  # bytes per write(2); see _write_all
 QUEUED = 6
 
 
-LIBC = ctypes.CDLL(None, use_errno=True)  # export_read's preadv comes from here too
+LIBC = ctypes.CDLL(None, use_errno=True)  # read.py's preadv comes from here too
 WRITE_FN = LIBC.write  # called from numba without the GIL; see _write_all
 WRITE_FN.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
 WRITE_FN.restype = ctypes.c_ssize_t
