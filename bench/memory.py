@@ -8,7 +8,7 @@ Pools are written in img2dataset's layout (``00000.tar`` with ``{key}.jpg``, ``{
 small JPEGs repeated under distinct keys with distinct captions, so 1M samples take a minute or
 two to write, not hours to render. Shards hold 5,000 samples (img2dataset writes 10,000), so
 even a 10k pool is read by ingest's worker pool. Each measurement runs in a fresh process:
-``curate.ingest.ingest`` of the whole pool into a new workspace, then ``curate.embed.embed``
+``curate.ingest.ingest`` of the whole pool into a new workspace, then ``curate.passes.embed.embed``
 (tiny-clip, CPU, its default decode workers) of that workspace. Peak RSS is the process's
 VmHWM, and for its worker processes (ingest's readers, the DataLoader's decoders)
 ``getrusage(RUSAGE_CHILDREN).ru_maxrss``, the largest of them; each size is compared with the

@@ -76,11 +76,12 @@ def embed_rows(ws: Path, workers: list[int], batch_size: int) -> list[tuple]:
     no model) at each number of decode workers; leaves the embeddings in ``ws``."""
     from curate import models
     m = models.load("tiny-clip")
-    refs = ImageRefs(Workspace.open(ws).sample_parts(), m.preprocess)
+    workspace = Workspace.open(ws)
+    refs = ImageRefs(workspace.sample_parts(), m.preprocess)
     rows = []
     for w in sorted(set(workers)):
         _, t_dec = timed(lambda w=w: sum(len(b[0]) for b in loader(refs, batch_size, w)))
-        shutil.rmtree(ws / "embeddings", ignore_errors=True)
+        shutil.rmtree(workspace.embeddings_dir("tiny-clip"), ignore_errors=True)
         _, t_emb = timed(embed, ws, "tiny-clip", batch_size=batch_size, workers=w,
                          progress=False)
         emb, dec = len(refs) / t_emb, len(refs) / t_dec

@@ -82,7 +82,7 @@ EXPORT_DONE = "export.json"  # written last into an export folder: without it, u
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # the workspace's own entries: nothing else may be created at its top level by a verb
 LAYOUT = ("samples", "embeddings", "scores", "selections", "maps", "exports", "evaluations",
-          "data_cards", "catalog.duckdb")
+          "data_cards", "catalog.duckdb", "images")
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -199,6 +199,19 @@ class Workspace:
         with atomic_path(mark) as m:
             m.write_text(str(index + 1))
         return final
+
+    @property
+    def images_dir(self) -> Path:
+        """Image bytes ingest copied in (from parquet cells, URLs, compressed tars), as
+        webdataset-style tar shards the samples point at like any tar member."""
+        return self.root / "images"
+
+    def image_shards(self) -> list[Path]:
+        return sorted(self.images_dir.glob("part-*.tar"))
+
+    def image_shard(self, index: int) -> Path:
+        """The ``index``-th tar of copied image bytes (``images/part-NNNNNN.tar``)."""
+        return self.images_dir / f"part-{index:06d}.tar"
 
     def pass_dir(self, kind: str, key: str) -> Path:
         """The output folder of a pass: ``embeddings/<key>`` or ``scores/<key>``."""
@@ -352,7 +365,9 @@ class Workspace:
             return str(d / "part-*.parquet").replace("'", "''")
         views = {}
         if self.sample_parts():
-            views["samples"] = f"SELECT * FROM read_parquet('{glob(self.samples_dir)}')"
+            # parts of different sources may carry different metadata columns
+            views["samples"] = (f"SELECT * FROM read_parquet('{glob(self.samples_dir)}', "
+                                "union_by_name = true)")
         for d in self.pass_dirs("embeddings"):
             if any(d.glob("part-*.parquet")):
                 m = read_json(d / "manifest.json")  # Parquet keeps no array size: cast
@@ -368,14 +383,16 @@ class Workspace:
         for name, sql in views.items():
             con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
         if "samples" in views:
-            con.execute(f"CREATE OR REPLACE VIEW pairs AS {self._pairs_sql(views)}")
+            con.execute(f"CREATE OR REPLACE VIEW pairs AS {self._pairs_sql(views, con)}")
 
-    def _pairs_sql(self, views: dict[str, str]) -> str:
+    def _pairs_sql(self, views: dict[str, str],
+                   con: duckdb.DuckDBPyConnection | None = None) -> str:
         """Samples joined with every score pass's columns. A pass run with non-default
         parameters (key ``name--k=v``) gets its columns suffixed ``__k_v``; a name another
         pass already took gets ``__<pass key>``."""
         cols, joins = [], []
-        taken = set(pq.read_schema(self.sample_parts()[0]).names)
+        taken = ({r[0] for r in con.execute("DESCRIBE samples").fetchall()} if con is not None
+                 else set(pq.read_schema(self.sample_parts()[0]).names))  # every part's
         for i, d in enumerate(d for d in self.pass_dirs("scores")
                               if view_name("scores", d.name) in views):
             suffix = "__" + _ident(d.name.split("--", 1)[1]) if "--" in d.name else ""

@@ -3,6 +3,7 @@ rating, clear errors for missing or mismatched heads, and the CLI end to end."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -84,10 +85,17 @@ def test_scores_equal_a_plain_forward_pass(ws: Path, tmp_path: Path) -> None:
 def test_another_head_at_the_same_path_is_not_mixed_with_old_scores(
         ws: Path, tmp_path: Path) -> None:
     random_head(tmp_path / "head.pth", 64, seed=1)
-    scores_of(ws, tmp_path / "head.pth")
+    out = score(ws, "aesthetic", {"weights": str(tmp_path / "head.pth")}, progress=False).out_dir
+    old = json.loads((out / "manifest.json").read_text())["weights_sha256"]
+    assert set(old) == {"model", "head"}
+    (out / "part-000000.parquet").unlink()
     random_head(tmp_path / "head.pth", 64, seed=2)
-    with pytest.raises(CurateError, match="another head"):
+    new = hashlib.sha256((tmp_path / "head.pth").read_bytes()).hexdigest()
+    with pytest.raises(CurateError, match="other weights") as e:
         score(ws, "aesthetic", {"weights": str(tmp_path / "head.pth")}, progress=False)
+    assert f"head sha256 {old['head'][:12]}, now {new[:12]}" in str(e.value)
+    assert str(out) in str(e.value)
+    assert not (out / "part-000000.parquet").exists()
 
 
 def test_fitted_head_ranks_unseen_samples_by_rating(ws: Path, clean: pl.DataFrame,

@@ -140,6 +140,27 @@ def test_resuming_with_other_weights_is_refused(embedded: Path, tmp_path: Path) 
     shutil.copytree(embedded, ws)
     path = ws / EMB / "manifest.json"
     m = json.loads(path.read_text())
+    sha = m["weights_sha256"]["model"]
+    assert sha == m["model"]["weights_sha256"] and len(sha) == 64
+    m["weights_sha256"]["model"] = "0" * 64  # as if another file had been embedded here
+    path.write_text(json.dumps(m))
+    (ws / EMB / "part-000000.parquet").unlink()  # a part the run would add
+    with pytest.raises(CurateError, match="other weights") as e:
+        embed(ws, "tiny-clip", progress=False)
+    assert str(ws / EMB) in str(e.value) and "0" * 12 in str(e.value)
+    assert sha[:12] in str(e.value) and "remove that folder" in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+    assert not (ws / EMB / "part-000000.parquet").exists()
+    assert json.loads(path.read_text()) == m  # the manifest is left as it was
+
+
+def test_a_folder_from_before_the_weights_field_is_checked_by_its_model(
+        embedded: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(embedded, ws)
+    path = ws / EMB / "manifest.json"
+    m = json.loads(path.read_text())
+    del m["weights_sha256"]
     m["model"]["weights_sha256"] = "0" * 64
     path.write_text(json.dumps(m))
     with pytest.raises(CurateError, match="other weights"):

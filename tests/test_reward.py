@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from curate.errors import CurateError
+from curate.ingest import ingest
 from curate.metrics import auroc
 from curate.models.tinyclip import tiny_clip_dir
 from curate.passes.reward.common import EXTRA, require
@@ -107,11 +108,12 @@ def test_hps_rerun_reuses_embeddings_but_refuses_another_file(
     assert score(ws, "reward", params, progress=False).parts_written == 0
     emb = next(d for d in (ws / "embeddings").iterdir() if d.name.startswith("curate-tiny"))
     m = json.loads((emb / "manifest.json").read_text())
-    m["model"]["weights_sha256"] = "0" * 64  # as if v2.0 had been embedded under this path
+    m["weights_sha256"]["model"] = "0" * 64  # as if v2.0 had been embedded under this path
     (emb / "manifest.json").write_text(json.dumps(m))
     shutil.rmtree(ws / "scores" / hps_scored[1])
-    with pytest.raises(CurateError, match="remove that folder"):
+    with pytest.raises(CurateError, match="remove that folder") as e:
         score(ws, "reward", params, progress=False)
+    assert str(emb) in str(e.value) and "0" * 12 in str(e.value)
     assert no_reward_parts(ws)
 
 
@@ -270,3 +272,27 @@ def test_pickscore_matches_transformers_directly(pick_model: Path, ingested: Pat
              "caption": ["red " * 200, "a broken image"]}
     got = pickscore.compute(batch, None, (model, proc))
     assert np.isfinite(got["reward"][0]) and np.isnan(got["reward"][1])
+
+
+def test_pickscore_refuses_to_mix_parts_of_other_weights(pick_model: Path, tmp_path: Path,
+                                                         workspace: Path) -> None:
+    import transformers as tf
+
+    from tests import badinput
+
+    folder = copy(pick_model, tmp_path / "model")
+    shard = badinput.write_tar(tmp_path / "s.tar", [
+        ("a.jpg", badinput.jpeg()), ("a.txt", b"a red square"),
+        ("b.jpg", badinput.jpeg((0, 0, 255))), ("b.txt", b"a blue square")])
+    ingest([str(shard)], workspace, part_rows=1, progress=False)
+    params = {"backend": "pickscore", "checkpoint": str(folder)}
+    report = score(workspace, "reward", params, progress=False)
+    m = json.loads((report.out_dir / "manifest.json").read_text())
+    assert m["weights_sha256"] == m["checkpoint"]["sha256"] and m["weights_sha256"]
+    torch.manual_seed(1)  # the same folder now holds other weights
+    tf.CLIPModel(tf.CLIPConfig.from_pretrained(folder)).save_pretrained(folder)
+    (report.out_dir / "part-000001.parquet").unlink()
+    with pytest.raises(CurateError, match="other weights") as e:
+        score(workspace, "reward", params, progress=False)
+    assert str(report.out_dir) in str(e.value) and "remove that folder" in str(e.value)
+    assert not (report.out_dir / "part-000001.parquet").exists()

@@ -9,23 +9,28 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import open_clip
 import polars as pl
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
 
 from curate import passes
 from curate.errors import CurateError
+from curate.files import read_json
 from curate.images import read_bytes
 from curate.ingest import ingest
 from curate.metrics import auroc
 from curate.models.tinyclip import tiny_clip_dir
+from curate.passes.runner import Job, run
 from curate.passes.score import score
+from curate.workspace import Workspace
 from tests import badinput
 
 
@@ -103,6 +108,49 @@ def test_configurations_never_overwrite_each_other(scored: Path, tmp_path: Path)
     assert abs(row[0] - 2.5) < 1e-4
 
 
+def test_parts_of_other_embedding_weights_are_not_mixed(scored: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(scored, ws)
+    out = ws / "scores" / "clip_score"
+    m = json.loads((out / "manifest.json").read_text())
+    emb = json.loads((ws / "embeddings" / "tiny-clip" / "manifest.json").read_text())
+    assert m["weights_sha256"] == emb["weights_sha256"] == {
+        "model": emb["model"]["weights_sha256"]}
+    m["weights_sha256"]["model"] = "f" * 64  # as if scored before the model file changed
+    (out / "manifest.json").write_text(json.dumps(m))
+    (out / "part-000002.parquet").unlink()
+    with pytest.raises(CurateError, match="other weights") as e:
+        score(ws, "clip_score", progress=False)
+    assert f"model sha256 {'f' * 12}, now {emb['model']['weights_sha256'][:12]}" in str(e.value)
+    assert not (out / "part-000002.parquet").exists()
+
+
+def test_the_runner_refuses_any_job_of_other_weights(ingested: Path, tmp_path: Path) -> None:
+    """The check is the runner's: a job of any kind names its weights (as imagereward names
+    its checkpoint file) and a folder of parts from other weights gets no new part."""
+
+    def job(sha: str) -> Job:
+        def process(pending: list[Path], advance: Callable[[int], None]) -> Iterator:
+            for part in pending[:1]:  # one part a run
+                yield part, pa.table({"sample_id": ["x"], "status": ["ok"], "error": [None]})
+        return Job(kind="scores", key="fake", manifest={"pass": "fake", "columns": []},
+                   process=process, weights={"ImageReward.pt": sha})
+
+    shutil.copytree(ingested, tmp_path / "ws")
+    ws = Workspace.open(tmp_path / "ws")
+    out = ws.scores_dir("fake")
+    assert run(ws, job("a" * 64), progress=False).parts_written == 1
+    assert read_json(out / "manifest.json")["weights_sha256"] == {"ImageReward.pt": "a" * 64}
+    assert run(ws, job("a" * 64), progress=False).parts_written == 1  # same weights: resumes
+    with pytest.raises(CurateError) as e:
+        run(ws, job("b" * 64), progress=False)
+    assert str(e.value) == (f"{out} holds parts computed with other weights (ImageReward.pt "
+                            f"sha256 {'a' * 12}, now {'b' * 12}); remove that folder to "
+                            "recompute them with these weights")
+    assert len(list(out.glob("part-*.parquet"))) == 2
+    assert read_json(out / "manifest.json")["weights_sha256"] == {"ImageReward.pt": "a" * 64}
+
+
 def test_unknown_or_bad_parameters_fail_before_any_work(scored: Path) -> None:
     with pytest.raises(CurateError, match="no parameter 'wieght'"):
         score(scored, "clip_score", {"wieght": "1"})
@@ -127,7 +175,8 @@ def test_killed_pass_resumes_to_the_same_table(pool: Path, tmp_path: Path) -> No
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done, total = len(list(out.glob("part-*.parquet"))), len(list((ws / "samples").glob("*")))
+    done = len(list(out.glob("part-*.parquet")))
+    total = len(list((ws / "samples").glob("part-*.parquet")))
     assert 1 <= done < total, "the kill must land mid-run"
     report = score(ws, "text_stats", progress=False)
     assert (report.parts_skipped, report.parts_written) == (done, total - done)

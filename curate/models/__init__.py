@@ -115,6 +115,13 @@ def weights_sha256(path: str | Path) -> str:
     return _SHA_CACHE[key]
 
 
+def folder_weights(folder: str | Path) -> dict[str, str]:
+    """{file name: sha256} of every weights file in a model folder (a transformers model): what
+    a pass records so the runner can refuse to mix its outputs with other weights'."""
+    return {f.name: weights_sha256(f) for f in sorted(Path(folder).iterdir())
+            if f.suffix in WEIGHT_SUFFIXES and f.is_file()}
+
+
 def _hub_cache() -> Path:
     """The Hugging Face hub cache, read from the environment now rather than at import."""
     if os.environ.get("HF_HUB_CACHE"):

@@ -15,10 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from curate import passes
 from curate.errors import CurateError
-from curate.files import read_json
-from curate.passes import Batch, Pass, register
+from curate.passes import Batch, Inputs, Pass, embeddings_input, register
 from curate.passes.embed import embed
 from curate.workspace import Workspace, model_key
 
@@ -74,9 +72,9 @@ def compute(batch: Batch, p: Params, state: Head) -> dict[str, np.ndarray]:
 def model_dim(ws: Workspace, model: str) -> int | None:
     """The model's embedding dim from its stored embeddings or its open_clip config, without
     loading weights; None when neither says."""
-    manifest = ws.root / "embeddings" / model_key(model) / "manifest.json"
-    if manifest.exists():
-        return int(read_json(manifest)["dim"])
+    manifest = ws.manifest("embeddings", model_key(model))
+    if manifest is not None:
+        return int(manifest["dim"])
     import open_clip
 
     from curate.models import resolve
@@ -94,7 +92,8 @@ def check_dims(head: Head, dim: int | None, p: Params) -> None:
 
 
 def prepare(ws: Workspace, p: Params) -> tuple[Head, dict[str, Any]]:
-    """Load the head and check its input dim against the model, then embed what is missing."""
+    """Load the head and check its input dim against the model, then embed what is missing.
+    The runner refuses to add parts scored with another head (or model) to the folder."""
     from curate.models import weights_sha256
     if not p.weights or not Path(p.weights).expanduser().is_file():
         given = f"{p.weights} does not exist" if p.weights else "no weights given"
@@ -104,23 +103,20 @@ def prepare(ws: Workspace, p: Params) -> tuple[Head, dict[str, Any]]:
     path = Path(p.weights).expanduser().resolve()
     head = load_head(path)
     check_dims(head, model_dim(ws, p.model), p)
-    embed(ws.root, p.model, progress=False)
-    check_dims(head, model_dim(ws, p.model), p)
-    sha, out = weights_sha256(path), ws.root / "scores" / passes.key(passes.get("aesthetic"), p)
-    done = read_json(out / "manifest.json").get("head", {}) if (out / "manifest.json"
-                                                                 ).exists() else {}
-    if done.get("sha256", sha) != sha:  # the same path now holds another head: parts are stale
-        raise CurateError(f"{out} was scored with another head at {path} (sha256 "
-                          f"{done['sha256'][:12]}, now {sha[:12]}); delete {out} to rescore")
-    model = read_json(ws.root / "embeddings" / model_key(p.model) / "manifest.json")["model"]
-    return head, {"model": model, "head": {"weights": str(path), "sha256": sha,
-                                           "dim": int(head[0][0].shape[1])},
+    done = embed(ws.root, p.model, progress=False).manifest
+    check_dims(head, int(done["dim"]), p)
+    sha = weights_sha256(path)
+    return head, {"model": done["model"], "head": {"weights": str(path), "sha256": sha,
+                                                   "dim": int(head[0][0].shape[1])},
+                  "weights_sha256": {**done["weights_sha256"], "head": sha},
                   "scale": "affine head on the L2-normalized image embedding"}
 
 
-def inputs(p: Params) -> dict[str, dict[str, str]]:
-    return {f"embeddings/{model_key(p.model)}": {"image_emb": "image"}}
+def inputs(p: Params) -> Inputs:
+    return {embeddings_input(p.model): {"image_emb": "image"}}
 
 
-register(Pass("aesthetic", Params, ("aesthetic",), compute, inputs, prepare,
-              "LAION improved aesthetic predictor: MLP head on the normalized image embedding"))
+register(Pass(name="aesthetic", params=Params, columns=("aesthetic",), compute=compute,
+              inputs=inputs, prepare=prepare,
+              description="LAION improved aesthetic predictor: MLP head on the normalized "
+                          "image embedding"))

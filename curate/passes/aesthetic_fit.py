@@ -22,7 +22,7 @@ from curate.errors import CurateError
 from curate.files import atomic_path
 from curate.models import weights_sha256
 from curate.passes.embed import embed
-from curate.workspace import Workspace, model_key
+from curate.workspace import Workspace
 
 BATCH, LR, VAL_FRACTION, MIN_LABELS = 256, 1e-3, 0.1, 10
 
@@ -88,7 +88,7 @@ def labelled_embeddings(ws: Workspace, model: str, ids: list[str], rating: np.nd
     was embedded; one without an image (failed at ingest or decode) is skipped."""
     want = dict(zip(ids, rating, strict=True))
     xs, ys = [], []
-    for part in sorted((ws.root / "embeddings" / model_key(model)).glob("part-*.parquet")):
+    for part in sorted(ws.embeddings_dir(model).glob("part-*.parquet")):
         t = pq.read_table(part, columns=["sample_id", "image_emb"])
         keep = np.array([s in want for s in t["sample_id"].to_pylist()], bool)
         if keep.any():

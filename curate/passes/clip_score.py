@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from curate.arrays import cosine
-from curate.files import read_json
-from curate.passes import Batch, Pass, register
+from curate.passes import Batch, Inputs, Pass, embeddings_input, prompt_input, register
 from curate.passes.embed import embed, embed_texts
-from curate.workspace import Workspace, model_key, prompt_key
+from curate.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,19 @@ def compute(batch: Batch, p: Params, state: Any) -> dict[str, np.ndarray]:
 
 def prepare(ws: Workspace, p: Params) -> tuple[None, dict]:
     """Embed what is missing (nothing, when the embeddings are stored) and the prompts."""
-    embed(ws.root, p.model, progress=False)
+    done = embed(ws.root, p.model, progress=False).manifest
     embed_texts(ws.root, p.model, _prompt(p), progress=False)
-    model = read_json(ws.root / "embeddings" / model_key(p.model) / "manifest.json")["model"]
-    return None, {"model": model, "scale": f"clip_score = {p.w} * max(cos, 0) with prompt "
-                  f"{_prompt(p)!r}; clip_cosine = raw cosine, no prompt"}
+    return None, {"model": done["model"], "weights_sha256": done["weights_sha256"],
+                  "scale": f"clip_score = {p.w} * max(cos, 0) with prompt {_prompt(p)!r}; "
+                           "clip_cosine = raw cosine, no prompt"}
 
 
-def inputs(p: Params) -> dict[str, dict[str, str]]:
-    return {f"embeddings/{model_key(p.model)}": {"image_emb": "image", "text_emb": "text"},
-            f"embeddings/{prompt_key(p.model, _prompt(p))}": {"text_emb": "prompt_text"}}
+def inputs(p: Params) -> Inputs:
+    return {embeddings_input(p.model): {"image_emb": "image", "text_emb": "text"},
+            prompt_input(p.model, _prompt(p)): {"text_emb": "prompt_text"}}
 
 
-register(Pass("clip_score", Params, ("clip_score", "clip_cosine"), compute, inputs, prepare,
-              "CLIPScore 2.5*max(cos,0) with 'A photo depicts ' + raw cosine without prompt"))
+register(Pass(name="clip_score", params=Params, columns=("clip_score", "clip_cosine"),
+              compute=compute, inputs=inputs, prepare=prepare,
+              description="CLIPScore 2.5*max(cos,0) with 'A photo depicts ' + raw cosine "
+                          "without prompt"))

@@ -4,6 +4,11 @@ Output ``embeddings/<model-key>/part-*.parquet`` mirrors ``samples/``: ``sample_
 ``status``/``error`` (an image that fails to decode gets a null image vector, never a crash),
 raw float32 vectors ``image_emb``/``text_emb`` and their L2 norms, so both raw (Whitened CLIP)
 and normalized (every cosine score) uses are served; see algorithms.md section 0.
+
+``embed`` and ``embed_texts`` each describe a ``runner.Job`` (folder, manifest, the model's
+weights checksum, how pending parts become tables) and hand it to ``runner.run``, as
+``curate.passes.score`` does for every scoring pass; the runner refuses to resume a folder
+with parts embedded by other weights.
 """
 
 from __future__ import annotations
@@ -18,25 +23,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curate.errors import CurateError
-from curate.files import read_json
 from curate.images import decode_rgb, read_bytes
 from curate.passes import ray as ray_engine
-from curate.passes.runner import PassReport, input_rows, ok_count, run_pass
+from curate.passes.runner import Job, PassReport, input_rows, ok_count, run
 from curate.workspace import Workspace, model_key, prompt_key
 
 REF_COLUMNS = ["sample_id", "image_path", "image_offset", "image_length"]
 
 
-def check_same_weights(ws: Workspace, key: str, identity: dict) -> None:
-    """Refuse to resume embeddings made with other weights under the same folder."""
-    path = ws.root / "embeddings" / key / "manifest.json"
-    if path.exists():
-        old = read_json(path).get("model", {}).get("weights_sha256")
-        if old and old != identity.get("weights_sha256"):
-            raise CurateError(f"{path.parent} holds embeddings from other weights (sha256 "
-                              f"{old[:12]}, now {identity.get('weights_sha256', '?')[:12]}); "
-                              "delete that folder or load the model under another name")
+def model_weights(identity: dict) -> dict[str, str]:
+    """The runner's weights record of a loaded model (``LoadedModel.identity``)."""
+    return {"model": identity["weights_sha256"]}
 
 
 class ImageRefs:
@@ -124,7 +121,6 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
         workers = cores if device.startswith("cuda") else max(1, cores - 1)
     # the driver loads the model for its identity (and builds tiny-clip once, before actors)
     m = models.load(model, device if cluster is None else "cpu")
-    check_same_weights(ws, model_key(model), m.identity)
     precision = "bf16-autocast" if device.startswith("cuda") else "fp32"
     manifest = {"pass": "embed", "model": m.identity, "dim": m.identity["embed_dim"],
                 "device": device, "precision": precision,
@@ -142,7 +138,8 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
                     ) -> Iterator[tuple[Path, pa.Table]]:
             return encode_parts(m, device, pending, batch_size, workers, advance)
 
-    return run_pass(ws, "embeddings", model_key(model), manifest, process, ok_count, progress)
+    return run(ws, Job(kind="embeddings", key=model_key(model), manifest=manifest,
+                       process=process, weights=model_weights(m.identity)), progress)
 
 
 def encode_parts(m: Any, device: str, pending: list[Path], batch_size: int, workers: int,
@@ -222,7 +219,6 @@ def embed_texts(workspace: str | Path, model: str, prefix: str, batch_size: int 
     ws = Workspace.open(workspace)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     m = models.load(model, device)
-    check_same_weights(ws, prompt_key(model, prefix), m.identity)
     dim = m.identity["embed_dim"]
     manifest = {"pass": "embed_texts", "model": m.identity, "dim": dim, "prefix": prefix,
                 "device": device, "columns": ["text_emb", "text_norm"]}
@@ -246,5 +242,5 @@ def embed_texts(workspace: str | Path, model: str, prefix: str, batch_size: int 
                 "text_emb": _vectors(out, n, dim, np.ones(n, bool)),
                 "text_norm": pa.array(np.linalg.norm(out, axis=1).astype(np.float32))})
 
-    return run_pass(ws, "embeddings", prompt_key(model, prefix), manifest, process, ok_count,
-                    progress)
+    return run(ws, Job(kind="embeddings", key=prompt_key(model, prefix), manifest=manifest,
+                       process=process, weights=model_weights(m.identity)), progress)

@@ -94,9 +94,11 @@ def compute(batch: Batch, p: Params, state: Any) -> dict[str, Any]:
             **{c: stats[:, i] for i, c in enumerate(PIXEL_COLUMNS)}}
 
 
-register(Pass("image_stats", Params, ("aspect_ratio", "megapixels", "format", *PIXEL_COLUMNS),
-              compute, lambda p: {"samples": {
+register(Pass(name="image_stats", params=Params,
+              columns=("aspect_ratio", "megapixels", "format", *PIXEL_COLUMNS),
+              compute=compute, inputs=lambda p: {"samples": {
                   "image_path": "path", "image_offset": "offset", "image_length": "length",
-                  "image_format": "format", "width": "width", "height": "height"}}, None,
-              "aspect ratio, megapixels, format, brightness, contrast, blur (Laplacian "
-              "variance), colourfulness, clipped-pixel share; CPU, parallel decode"))
+                  "image_format": "format", "width": "width", "height": "height"}},
+              description="aspect ratio, megapixels, format, brightness, contrast, blur "
+                          "(Laplacian variance), colourfulness, clipped-pixel share; CPU, "
+                          "parallel decode"))

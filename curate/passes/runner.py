@@ -1,8 +1,15 @@
 """The one loop every pass runs through: parts in, parts out, resumable and atomic.
 
+A pass is handed to the runner as a ``Job``: the folder it writes (kind and key), what its
+manifest records, the weights its outputs depend on, and ``process``, which turns pending
+samples parts into output tables. ``curate.passes.score`` builds a job for any registered
+pass, ``curate.passes.embed`` for the embedding pass; both run it with ``run``.
+
 A pass's output folder mirrors ``samples/``: one output part per input part, written to a
 temporary name and renamed when complete, so a killed run loses at most the part in flight
-and a re-run skips every part already on disk. The manifest records what ran and how fast.
+and a re-run skips every part already on disk. The manifest records what ran and how fast,
+and under ``weights_sha256`` the checksum of every weights file used: a run with other weights
+is refused before it adds a part, so a folder never mixes outputs of two models.
 """
 
 from __future__ import annotations
@@ -13,17 +20,37 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curate import __version__
+from curate.errors import CurateError
 from curate.files import read_json, write_json, write_parquet
 from curate.workspace import Workspace
 
 # yields (input part, output table) in input order; calls the callback with rows done
 Process = Callable[[list[Path], Callable[[int], None]], Iterator[tuple[Path, pa.Table]]]
+WEIGHTS = "weights_sha256"  # the manifest field: {name: sha256} of the weights files used
+
+
+def ok_count(part: Path) -> int:
+    t = pq.read_table(part, columns=["status"])
+    return pa.compute.sum(pa.compute.equal(t["status"], "ok")).as_py() or 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """One run of a pass as the runner sees it (built with keywords)."""
+
+    kind: str  # "embeddings" or "scores"
+    key: str  # the output folder's name
+    manifest: dict[str, Any]  # what ran: pass, params, model, columns, ...
+    process: Process
+    weights: dict[str, str] | None = None  # {name: sha256} of the weights; None: no model
+    count_rows: Callable[[Path], int] = ok_count  # rows of a pending part, for progress
 
 
 @dataclass
@@ -39,6 +66,7 @@ class PassReport:
     parts_skipped: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)  # the folder's manifest as the run left it
 
     @property
     def samples_per_s(self) -> float:
@@ -59,29 +87,46 @@ def input_rows(part: Path, columns: list[str], where_ok: bool = True) -> pa.Tabl
     return t.select(columns)
 
 
-def ok_count(part: Path) -> int:
-    t = pq.read_table(part, columns=["status"])
-    return pa.compute.sum(pa.compute.equal(t["status"], "ok")).as_py() or 0
+def recorded_weights(manifest: dict) -> dict[str, str]:
+    """The weights a folder's parts were computed with, from its manifest; a folder made
+    before ``weights_sha256`` existed is known by its model's checksum."""
+    if WEIGHTS in manifest:
+        return dict(manifest[WEIGHTS])
+    old = (manifest.get("model") or {}).get("weights_sha256")
+    return {"model": old} if isinstance(old, str) else {}
 
 
-def run_pass(ws: Workspace, kind: str, key: str, manifest: dict, process: Process,
-             count_rows: Callable[[Path], int], progress: bool = True) -> PassReport:
-    """Run ``process`` over the samples parts not yet done under ``kind/key``."""
-    out_dir = ws.root / kind / key
+def check_weights(out_dir: Path, before: dict[str, str], now: dict[str, str] | None) -> None:
+    """Refuse to add parts to ``out_dir`` when its parts came from other weights."""
+    for name in sorted(set(before) & set(now or {})):
+        old, new = before[name], (now or {})[name]
+        if old != new:
+            raise CurateError(
+                f"{out_dir} holds parts computed with other weights ({name} sha256 {old[:12]}, "
+                f"now {new[:12]}); remove that folder to recompute them with these weights")
+
+
+def run(ws: Workspace, job: Job, progress: bool = True) -> PassReport:
+    """Run ``job.process`` over the samples parts not yet done under its folder."""
+    out_dir = ws.pass_dir(job.kind, job.key)
+    path = out_dir / "manifest.json"
+    prev = read_json(path) if path.exists() else {}
+    if any(out_dir.glob("part-*.parquet")):  # before anything is written
+        check_weights(out_dir, recorded_weights(prev), job.weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".*.tmp"):  # left by a killed run
         stale.unlink()
     parts = ws.sample_parts()
     pending = [p for p in parts if not (out_dir / p.name).exists()]
-    report = PassReport(kind, key, out_dir, parts_skipped=len(parts) - len(pending))
-    path = out_dir / "manifest.json"
-    prev = read_json(path) if path.exists() else {}
-    base = dict(manifest, kind=kind, key=key, curate_version=__version__,
+    report = PassReport(job.kind, job.key, out_dir, parts_skipped=len(parts) - len(pending))
+    base = dict(job.manifest, kind=job.kind, key=job.key, curate_version=__version__,
                 created_at=prev.get("created_at", _now()), input_parts=len(parts))
+    if job.weights is not None:
+        base[WEIGHTS] = dict(job.weights)
     write_json(dict(base, status="running", updated_at=_now()), path)
-    total = sum(count_rows(p) for p in pending)
-    bar = tqdm(total=total, desc=f"{kind} {key}", unit=" samples", disable=not progress,
-               file=sys.stderr, mininterval=1.0, smoothing=0.1)
+    total = sum(job.count_rows(p) for p in pending)
+    bar = tqdm(total=total, desc=f"{job.kind} {job.key}", unit=" samples",
+               disable=not progress, file=sys.stderr, mininterval=1.0, smoothing=0.1)
     start, done = time.time(), 0
 
     def advance(n: int) -> None:
@@ -89,7 +134,7 @@ def run_pass(ws: Workspace, kind: str, key: str, manifest: dict, process: Proces
         done += n
         bar.update(n)
 
-    for part, table in process(pending, advance):
+    for part, table in job.process(pending, advance):
         write_parquet(table, out_dir / part.name)
         report.parts_written += 1
     bar.close()
@@ -102,9 +147,10 @@ def run_pass(ws: Workspace, kind: str, key: str, manifest: dict, process: Proces
         failed += pa.compute.sum(pa.compute.equal(t["status"], "failed")).as_py() or 0
     report.rows, report.failed = rows, failed
     rate = round(report.samples_per_s, 1) if done else prev.get("samples_per_s")
-    write_json(dict(base, status="complete", updated_at=_now(), rows=rows, failed=failed,
-                    parts=len(parts), samples_per_s=rate, last_run=dict(
-                        rows=done, seconds=round(report.seconds, 3))), path)
+    report.manifest = dict(base, status="complete", updated_at=_now(), rows=rows,
+                           failed=failed, parts=len(parts), samples_per_s=rate,
+                           last_run=dict(rows=done, seconds=round(report.seconds, 3)))
+    write_json(report.manifest, path)
     ws.refresh()
     return report
 

@@ -22,7 +22,7 @@ from curate.arrays import vectors
 from curate.errors import CurateError
 from curate.files import read_json
 from curate.passes import ray as ray_engine
-from curate.passes.runner import PassReport, input_rows, ok_count, run_pass
+from curate.passes.runner import WEIGHTS, Job, PassReport, input_rows, run
 from curate.workspace import Workspace
 
 
@@ -38,7 +38,7 @@ def read_inputs(ws: Workspace, part: str, spec: dict[str, dict[str, str]]
                 ) -> tuple[pa.Table, dict[str, Any]]:
     """(sample_id/status/error table, aligned input columns) for one part's ok samples."""
     sample_cols = spec.get("samples", {})
-    base = input_rows(ws.samples_dir / part, ["sample_id", *sample_cols])
+    base = input_rows(ws.folder("samples") / part, ["sample_id", *sample_cols])
     ids = base["sample_id"]
     status = np.full(base.num_rows, "ok", dtype=object)
     error = np.full(base.num_rows, None, dtype=object)
@@ -46,9 +46,9 @@ def read_inputs(ws: Workspace, part: str, spec: dict[str, dict[str, str]]
     for folder, cols in spec.items():
         if folder == "samples":
             continue
-        path = ws.root / folder / part
+        path = ws.folder(folder) / part
         if not path.exists():
-            raise CurateError(f"{ws.root / folder} has no {part}; run the pass that makes it")
+            raise CurateError(f"{path.parent} has no {part}; run the pass that makes it")
         try:
             t = pq.read_table(path, columns=["sample_id", "status", "error", *cols])
         except (pa.ArrowException, OSError) as e:
@@ -75,7 +75,7 @@ def _to_arrow(values: Any, ok: np.ndarray) -> pa.Array:
     return pa.array(values, mask=mask)
 
 
-def apply(p: passes.Pass, params: Any, state: Any, batch: dict[str, Any], n: int,
+def apply(p: passes.Pass, params: Any, state: Any, batch: passes.Batch, n: int,
           ok: np.ndarray) -> dict[str, pa.Array]:
     """The pass's batch function over ``n`` rows in chunks, as Arrow columns."""
     out: dict[str, list] = {c: [] for c in p.columns}
@@ -97,16 +97,20 @@ def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None
           actors: int | None = None) -> PassReport:
     """Run pass ``name`` with ``params`` over every samples part not yet scored.
     ``engine="ray"`` computes the parts on a Ray actor pool (``curate.passes.ray``); the
-    pass's ``prepare`` runs once, here, and its state travels to each actor."""
+    pass's ``prepare`` runs once, here, and its state travels to each actor. The weights its
+    ``prepare`` names (``weights_sha256`` in its info) go to the runner, which refuses to mix
+    them with parts scored with other weights."""
     p = passes.get(name)
     prm = passes.make_params(p, params)  # an unknown parameter fails here, before any work
     ws = Workspace.open(workspace)
     # joined first: an unknown engine or an unreachable cluster fails before any work
     cluster = ray_engine.cluster_for(engine, address, actors)
     state, info = p.prepare(ws, prm) if p.prepare else (None, {})
+    weights = info.get(WEIGHTS)
     spec = p.inputs(prm)
     manifest = {"pass": p.name, "params": passes.as_dict(prm), "columns": list(p.columns),
-                "inputs": {f: _identity(ws, f) for f in spec}, **info}
+                "inputs": {f: _identity(ws, f) for f in spec},
+                **{k: v for k, v in info.items() if k != WEIGHTS}}
     if cluster is not None:
         manifest["engine"] = cluster.describe(address)
         process = ray_engine.process(partial(_part_worker, ws, p.name, prm, state), cluster)
@@ -117,7 +121,8 @@ def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None
                 advance(table.num_rows)
                 yield part, table
 
-    return run_pass(ws, "scores", passes.key(p, prm), manifest, process, ok_count, progress)
+    return run(ws, Job(kind="scores", key=passes.key(p, prm), manifest=manifest,
+                       process=process, weights=weights), progress)
 
 
 def score_part(ws: Workspace, p: passes.Pass, prm: Any, state: Any, part: Path) -> pa.Table:
@@ -137,7 +142,7 @@ def _part_worker(ws: Workspace, name: str, prm: Any, state: Any
 
 def _identity(ws: Workspace, folder: str) -> dict | None:
     """What an input folder is (its manifest's pass, key and model) for the manifest."""
-    path = ws.root / folder / "manifest.json"
+    path = ws.folder(folder) / "manifest.json"
     if folder == "samples" or not path.exists():
         return None
     m = read_json(path)

@@ -47,7 +47,9 @@ def compute(batch: Batch, p: Params, state: Any) -> dict[str, Any]:
             "junk": np.logical_or.reduce(list(flags.values()))}
 
 
-register(Pass("text_stats", Params, ("n_chars", "n_words", "n_tokens", "truncated", "has_url",
-                                     "has_filename", "has_price", "has_html", "junk"),
-              compute, lambda p: {"samples": {"caption": "caption"}}, None,
-              "caption length (chars, words, CLIP tokens), truncation at 77, junk signals"))
+register(Pass(name="text_stats", params=Params,
+              columns=("n_chars", "n_words", "n_tokens", "truncated", "has_url", "has_filename",
+                       "has_price", "has_html", "junk"),
+              compute=compute, inputs=lambda p: {"samples": {"caption": "caption"}},
+              description="caption length (chars, words, CLIP tokens), truncation at 77, "
+                          "junk signals"))

@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 from curate import passes
 from curate.arrays import vectors
 from curate.errors import CurateError
-from curate.files import atomic_path, read_json
-from curate.passes import Batch, Pass, register
+from curate.files import atomic_path
+from curate.passes import Batch, Inputs, Pass, embeddings_input, register
 from curate.passes.embed import embed
-from curate.workspace import Workspace, model_key
+from curate.workspace import Workspace
 
 MODALITIES = ("image", "text")
 FILE = "whitening.npz"
@@ -92,7 +92,7 @@ def compute(batch: Batch, p: Params, state: dict[str, np.ndarray]) -> dict[str, 
 def fit(ws: Workspace, p: Params) -> dict[str, np.ndarray]:
     """μ, W and Λ per modality over every part of ``embeddings/<model>/``, one part at a time."""
     acc: dict[str, Moments | None] = dict.fromkeys(MODALITIES)
-    for part in sorted((ws.root / "embeddings" / model_key(p.model)).glob("part-*.parquet")):
+    for part in sorted(ws.embeddings_dir(p.model).glob("part-*.parquet")):
         try:
             t = pq.read_table(part, columns=[f"{m}_emb" for m in MODALITIES])
         except (pa.ArrowException, OSError) as e:
@@ -104,7 +104,7 @@ def fit(ws: Workspace, p: Params) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {"eig_floor": np.float64(p.eig_floor)}
     for m in MODALITIES:
         if acc[m] is None:
-            raise CurateError(f"no embeddings for {p.model!r} in {ws.root / 'embeddings'}")
+            raise CurateError(f"no embeddings for {p.model!r} in {ws.embeddings_dir(p.model)}")
         out[f"mu_{m}"], out[f"w_{m}"], out[f"eig_{m}"] = whitening(acc[m], p.eig_floor)
         out[f"n_{m}"] = np.int64(acc[m][0])
         out[f"rank_{m}"] = np.int64((out[f"eig_{m}"] > p.eig_floor * out[f"eig_{m}"][0]).sum())
@@ -115,8 +115,8 @@ def prepare(ws: Workspace, p: Params) -> tuple[dict[str, np.ndarray], dict]:
     """Embed what is missing, then load ``whitening.npz`` or fit and store it atomically."""
     if not 0 < p.eig_floor <= 1:
         raise CurateError(f"eig_floor must be in (0, 1], got {p.eig_floor}")
-    embed(ws.root, p.model, progress=False)
-    path = ws.root / "scores" / passes.key(passes.get("typicality"), p) / FILE
+    done = embed(ws.root, p.model, progress=False).manifest
+    path = ws.scores_dir(passes.key(passes.get("typicality"), p)) / FILE
     reused = path.exists()
     if reused:
         with np.load(path) as f:
@@ -125,7 +125,6 @@ def prepare(ws: Workspace, p: Params) -> tuple[dict[str, np.ndarray], dict]:
         state = fit(ws, p)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **state)
-    model = read_json(ws.root / "embeddings" / model_key(p.model) / "manifest.json")["model"]
     info = {"file": FILE, "reused": reused, "dim": int(state["w_image"].shape[0]),
             "eig_floor": float(state["eig_floor"])}
     for m in MODALITIES:
@@ -133,13 +132,16 @@ def prepare(ws: Workspace, p: Params) -> tuple[dict[str, np.ndarray], dict]:
         info[m] = {"n_ref": int(state[f"n_{m}"]), "rank": int(state[f"rank_{m}"]),
                    "min_eig": float(eig.min()),
                    "max_eig": float(eig.max())}
-    return state, {"model": model, "whitening": info}
+    return state, {"model": done["model"], "weights_sha256": done["weights_sha256"],
+                   "whitening": info}
 
 
-def inputs(p: Params) -> dict[str, dict[str, str]]:
-    return {f"embeddings/{model_key(p.model)}": {"image_emb": "image", "text_emb": "text"}}
+def inputs(p: Params) -> Inputs:
+    return {embeddings_input(p.model): {"image_emb": "image", "text_emb": "text"}}
 
 
-register(Pass("typicality", Params, tuple(f"wclip_{m}_{c}" for m in MODALITIES
-                                          for c in ("nll", "z")), compute, inputs, prepare,
-              "Whitened CLIP: ½‖(x−μ)W‖² and χ²_d z per modality, W fitted on the pool"))
+register(Pass(name="typicality", params=Params,
+              columns=tuple(f"wclip_{m}_{c}" for m in MODALITIES for c in ("nll", "z")),
+              compute=compute, inputs=inputs, prepare=prepare,
+              description="Whitened CLIP: ½‖(x−μ)W‖² and χ²_d z per modality, W fitted on "
+                          "the pool"))

@@ -36,7 +36,9 @@ class Params:
 def _prepare(ws: Workspace, p: Params) -> tuple[Any, dict]:
     state = prepare(p.backend, p.icc_model)
     if p.backend == "icc":
-        return state, {"model": p.icc_model, "model_folder": state.folder}
+        from curate.models import folder_weights
+        return state, {"model": p.icc_model, "model_folder": state.folder,
+                       "weights_sha256": folder_weights(state.folder)}
     return state, {"norms": state.source}
 
 
@@ -46,7 +48,8 @@ def compute(batch: Batch, p: Params, state: Any) -> dict[str, Any]:
             "concreteness_reason": reasons}
 
 
-register(Pass("concreteness", Params,
-              ("concreteness", "concreteness_coverage", "concreteness_reason"),
-              compute, lambda p: {"samples": {"caption": "caption"}}, _prepare,
-              f"caption concreteness, text only (backends: {', '.join(BACKENDS)})"))
+register(Pass(name="concreteness", params=Params,
+              columns=("concreteness", "concreteness_coverage", "concreteness_reason"),
+              compute=compute, inputs=lambda p: {"samples": {"caption": "caption"}},
+              prepare=_prepare,
+              description=f"caption concreteness, text only (backends: {', '.join(BACKENDS)})"))

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from curate.errors import CurateError
-from curate.passes import Batch, Pass, register
+from curate.passes import Batch, Inputs, Pass, register
 from curate.passes.reward import composite, hps, imagereward, pickscore
 from curate.workspace import Workspace
 
@@ -54,10 +54,12 @@ def prepare(ws: Workspace, p: Params) -> tuple[Any, dict]:
     return BACKENDS[p.backend].prepare(ws, p)
 
 
-def inputs(p: Params) -> dict[str, dict[str, str]]:
+def inputs(p: Params) -> Inputs:
     return BACKENDS[p.backend].inputs(p)
 
 
-register(Pass("reward", Params, ("reward", "reward_raw"), compute, inputs, prepare,
-              "reward models: hps (100*cos), pickscore (exp(s)*cos), imagereward (z of r), "
-              "composite (sum of w * z-scored score columns; default clip_score)"))
+register(Pass(name="reward", params=Params, columns=("reward", "reward_raw"), compute=compute,
+              inputs=inputs, prepare=prepare,
+              description="reward models: hps (100*cos), pickscore (exp(s)*cos), imagereward "
+                          "(z of r), composite (sum of w * z-scored score columns; default "
+                          "clip_score)"))

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.files import read_json
+from curate.passes import Inputs, scores_input
 from curate.workspace import Workspace
 
 
@@ -42,19 +42,19 @@ def validate(p: Any) -> None:
 def _stats(ws: Workspace, component: str) -> dict:
     """Mean and std of one component over every ok row of its folder, after checking it."""
     key, column = parse(component)
-    folder, run = ws.root / "scores" / key, f"`curate score {key.split('--')[0]}`"
-    if not (folder / "manifest.json").is_file():
+    folder, run = ws.scores_dir(key), f"`curate score {key.split('--')[0]}`"
+    manifest = ws.manifest("scores", key)
+    if manifest is None:
         extra = f" with the parameters in its key {key!r}" if "--" in key else ""
-        raise CurateError(f"composite component {component!r} needs scores/{key}, which does "
-                          f"not exist; run {run}{extra} first")
-    manifest = read_json(folder / "manifest.json")
+        raise CurateError(f"composite component {component!r} needs {scores_input(key)}, "
+                          f"which does not exist; run {run}{extra} first")
     if column not in manifest.get("columns", []):
-        raise CurateError(f"scores/{key} has no column {column!r}; its columns: "
+        raise CurateError(f"{scores_input(key)} has no column {column!r}; its columns: "
                           f"{', '.join(manifest.get('columns', []))}")
     missing = [s.name for s in ws.sample_parts() if not (folder / s.name).is_file()]
     if missing:
-        raise CurateError(f"scores/{key} lacks {len(missing)} parts ({missing[0]}, ...); run "
-                          f"{run} again to finish it")
+        raise CurateError(f"{scores_input(key)} lacks {len(missing)} parts ({missing[0]}, "
+                          f"...); run {run} again to finish it")
     values = []
     for part in sorted(folder.glob("part-*.parquet")):
         t = pq.read_table(part, columns=["status", column])
@@ -69,7 +69,7 @@ def _stats(ws: Workspace, component: str) -> dict:
     if len(x) < 2 or not x.std() > 0:
         raise CurateError(f"component {component!r} has {len(x)} values and no spread; it "
                           "cannot be z-scored")
-    return {"component": component, "folder": f"scores/{key}", "column": column,
+    return {"component": component, "folder": scores_input(key), "column": column,
             "source": {k: manifest[k] for k in ("pass", "params", "model") if k in manifest},
             "mean": float(x.mean()), "std": float(x.std()), "n": int(len(x))}
 
@@ -84,11 +84,11 @@ def prepare(ws: Workspace, p: Any) -> tuple[dict[str, tuple[float, float]], dict
                  "of the workspace when the pass ran); reward_raw = null"}
 
 
-def inputs(p: Any) -> dict[str, dict[str, str]]:
-    spec: dict[str, dict[str, str]] = {}
+def inputs(p: Any) -> Inputs:
+    spec: Inputs = {}
     for c in dict.fromkeys(p.components):
         key, column = parse(c)
-        spec.setdefault(f"scores/{key}", {})[column] = c
+        spec.setdefault(scores_input(key), {})[column] = c
     return spec
 
 

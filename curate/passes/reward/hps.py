@@ -14,10 +14,9 @@ import numpy as np
 
 from curate.arrays import cosine
 from curate.errors import CurateError
-from curate.files import read_json
-from curate.models import weights_sha256
+from curate.passes import Inputs, embeddings_input
 from curate.passes.embed import embed
-from curate.workspace import Workspace, model_key
+from curate.workspace import Workspace
 
 NOT_COMPARABLE = ("HPS v2.0 and v2.1 scores are not comparable with each other "
                   "(tgxs002/HPSv2 README); compare only scores from the same checkpoint")
@@ -48,19 +47,12 @@ def check(p: Any) -> Path:
 
 
 def prepare(ws: Workspace, p: Any) -> tuple[None, dict]:
-    """Embed images and captions with the checkpoint (nothing already stored is redone)."""
+    """Embed images and captions with the checkpoint (nothing already stored is redone; the
+    runner refuses embeddings of another file once at this path)."""
     path = check(p)
-    stored = ws.root / "embeddings" / model_key(model_name(p)) / "manifest.json"
-    if stored.is_file():  # a folder key is cut at 80 characters; a file can be replaced
-        before = read_json(stored).get("model", {})
-        if (before.get("pretrained"), before.get("weights_sha256")) != (
-                p.checkpoint, weights_sha256(path)):
-            raise CurateError(f"{stored.parent} holds embeddings of {before.get('pretrained')} "
-                              f"(sha256 {before.get('weights_sha256')}), not of {path} as it is "
-                              "now; remove that folder to embed with this checkpoint")
-    embed(ws.root, model_name(p), progress=False)
-    model = read_json(stored)["model"]
-    return None, {"backend": "hps", "model": model,
+    done = embed(ws.root, model_name(p), progress=False).manifest
+    model = done["model"]
+    return None, {"backend": "hps", "model": model, "weights_sha256": done["weights_sha256"],
                   "checkpoint": {"path": str(path.resolve()), "sha256": model["weights_sha256"],
                                  "hps_version": _version(path)},
                   "comparability": NOT_COMPARABLE,
@@ -70,8 +62,8 @@ def prepare(ws: Workspace, p: Any) -> tuple[None, dict]:
                            "logit scale); reward = 100 * cos (HPS benchmark scale)"}
 
 
-def inputs(p: Any) -> dict[str, dict[str, str]]:
-    return {f"embeddings/{model_key(model_name(p))}": {"image_emb": "image", "text_emb": "text"}}
+def inputs(p: Any) -> Inputs:
+    return {embeddings_input(model_name(p)): {"image_emb": "image", "text_emb": "text"}}
 
 
 def compute(batch: dict[str, Any], p: Any, state: Any) -> dict[str, np.ndarray]:

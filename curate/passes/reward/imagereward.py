@@ -13,6 +13,7 @@ import numpy as np
 
 from curate.errors import CurateError
 from curate.models import weights_sha256
+from curate.passes import Inputs
 from curate.passes.reward.common import IMAGE_REFS, captions, decode_images, require
 from curate.workspace import Workspace
 
@@ -43,9 +44,11 @@ def prepare(ws: Workspace, p: Any) -> tuple[Any, dict]:
         model = rm.load(str(path), device="cpu", med_config=str(med))
     except (OSError, RuntimeError, ValueError) as e:
         raise CurateError(f"could not load ImageReward from {path}: {e}".splitlines()[0]) from e
+    sha = weights_sha256(path)
     return model, {"backend": "imagereward",
-                   "checkpoint": {"path": str(path.resolve()), "sha256": weights_sha256(path),
+                   "checkpoint": {"path": str(path.resolve()), "sha256": sha,
                                   "med_config": str(med.resolve())},
+                   "weights_sha256": {path.name: sha},
                    "scale": f"reward = (r - {MEAN}) / {STD}, about N(0,1) (ImageReward); "
                             "reward_raw = r, the MLP head's raw output"}
 
@@ -60,5 +63,5 @@ def compute(batch: dict[str, Any], p: Any, state: Any) -> dict[str, np.ndarray]:
     return {"reward": (raw - MEAN) / STD, "reward_raw": raw}
 
 
-def inputs(p: Any) -> dict[str, dict[str, str]]:
+def inputs(p: Any) -> Inputs:
     return {"samples": dict(IMAGE_REFS)}

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
-from curate.models import weights_sha256
+from curate.models import folder_weights
+from curate.passes import Inputs
 from curate.passes.reward.common import EXTRA, IMAGE_REFS, captions, decode_images, require
 from curate.workspace import Workspace
 
@@ -50,12 +51,12 @@ def prepare(ws: Workspace, p: Any) -> tuple[tuple[Any, Any], dict]:
     """Load the model once; record the folder, its weights' sha256 and the logit scale."""
     folder = check(p)
     model, processor = load(folder)
-    files = sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))
+    sha = folder_weights(folder)
     scale = float(model.logit_scale.detach().exp())
     return (model, processor), {
         "backend": "pickscore",
         "checkpoint": {"path": str(folder.resolve()), "model_class": type(model).__name__,
-                       "sha256": {f.name: weights_sha256(f) for f in files}},
+                       "sha256": sha}, "weights_sha256": sha,
         "logit_scale_exp": scale, "max_length": 77,
         "scale": f"reward = exp(logit_scale) * cos(text, image) = {scale:.4f} * cos "
                  "(PickScore README); reward_raw = cos"}
@@ -95,5 +96,5 @@ def compute(batch: dict[str, Any], p: Any, state: tuple[Any, Any]) -> dict[str, 
     return {"reward": scale * cos, "reward_raw": cos}
 
 
-def inputs(p: Any) -> dict[str, dict[str, str]]:
+def inputs(p: Any) -> Inputs:
     return {"samples": dict(IMAGE_REFS)}
