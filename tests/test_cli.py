@@ -103,7 +103,7 @@ def library_defaults() -> list[tuple[list[str], str, Any, str]]:
 
 def set_default(monkeypatch: pytest.MonkeyPatch, obj: Any, param: str, value: Any) -> None:
     """Change the default of ``param`` of function (or dataclass) ``obj`` for this test."""
-    fn = obj.__init__ if inspect.isclass(obj) else obj
+    fn = inspect.unwrap(obj.__init__ if inspect.isclass(obj) else obj)  # under @writes
     if fn.__kwdefaults__ and param in fn.__kwdefaults__:
         monkeypatch.setattr(fn, "__kwdefaults__", {**fn.__kwdefaults__, param: value})
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from curate.cli.declare import WORKSPACE, Lib, Verb, arg, parse_params
+from curate.cli.declare import ALLOW_PARTIAL, WORKSPACE, Lib, Verb, arg, parse_params
 
 
 def _sql(a: argparse.Namespace) -> None:
@@ -28,7 +28,7 @@ def _export(a: argparse.Namespace) -> None:
     print(export(a.workspace, a.selection, a.out, shard_size=a.shard_size,
                  shard_bytes=parse_bytes(a.shard_bytes) if a.shard_bytes else None,
                  columns=cols, name=a.name, verify=a.verify, card=not a.no_card,
-                 format=a.format).summary())
+                 format=a.format, allow_partial=a.allow_partial).summary())
 
 
 def _card(a: argparse.Namespace) -> None:
@@ -84,6 +84,7 @@ VERBS = (
                  help=_verify_help),
              arg("--format", default=Lib(EXPORT, "format"), help=_format_help),
              arg("--no-card", action="store_true", help="do not write README.md"),
+             ALLOW_PARTIAL,
          )),
     Verb("card", "generate a selection's data card (data_cards/NAME.md)", _card, (
         WORKSPACE,

@@ -48,6 +48,8 @@ from curate.export.query import (
 from curate.export.read import SourceChanged, SourceReader
 from curate.export.writer import Target, Writer, pattern
 from curate.files import atomic_path, read_json
+from curate.integrity import require_complete
+from curate.lock import writes
 from curate.select import load_selection
 from curate.workspace import EXPORT_DONE, Workspace, check_name, cursor
 
@@ -91,11 +93,12 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * 1000 ** " kmgt".index(m.group(2) or " "))
 
 
+@writes("export")  # it records the export and writes the card into the workspace
 def export(workspace: str | Path, selection: str, out: str | Path,
            shard_size: int | None = None, shard_bytes: int | None = None,
            columns: list[str] | None = None, name: str | None = None,
            verify: str = "sample", card: bool = True, progress: bool = True,
-           format: str = DEFAULT_FORMAT) -> ExportReport:
+           format: str = DEFAULT_FORMAT, allow_partial: bool = False) -> ExportReport:
     """Write selection ``selection`` of ``workspace`` as shards of ``format`` under ``out``.
 
     A shard closes at ``shard_size`` samples or before it would pass ``shard_bytes`` bytes
@@ -103,10 +106,12 @@ def export(workspace: str | Path, selection: str, out: str | Path,
     and the manifest (default: every score column). ``verify``: every image is checked against
     its source tar header (name and size) and, with ``sample``, every 16th image and the first of
     each source file by its ingest hash; ``all`` hashes every image (slower). Re-running on an
-    unfinished export resumes it; on a finished one it does nothing."""
+    unfinished export resumes it; on a finished one it does nothing. An incomplete pass (whose
+    columns the samples would carry) is refused unless ``allow_partial``."""
     t0 = time.time()
     writer = make_writer(format)
     ws = Workspace.open(workspace)
+    require_complete(ws, "export", allow_partial)
     sel_path = ws.selection(selection).parquet
     if not sel_path.exists():
         load_selection(ws, selection)  # raises, naming the selections there are

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.images import decode_rgb, read_bytes
+from curate.lock import writes
 from curate.passes import ray as ray_engine
 from curate.passes.runner import Job, PassReport, input_rows, ok_count, run
 from curate.workspace import Workspace, model_key, prompt_key
@@ -100,6 +101,7 @@ def _vectors(x: np.ndarray | None, n: int, dim: int, valid: np.ndarray) -> pa.Ar
                                              mask=pa.array(~valid))
 
 
+@writes("embed")
 def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256,
           workers: int | None = None, device: str | None = None, progress: bool = True,
           engine: str = "local", address: str | None = None,
@@ -208,6 +210,7 @@ def _table(ids: pa.Array, img: np.ndarray | None, txt: np.ndarray | None,
     })
 
 
+@writes("embed")
 def embed_texts(workspace: str | Path, model: str, prefix: str, batch_size: int = 1024,
                 device: str | None = None, progress: bool = True) -> PassReport:
     """Text embeddings of ``prefix + caption`` (CLIPScore's "A photo depicts " prompt), cached

@@ -21,6 +21,7 @@ from curate import passes
 from curate.arrays import vectors
 from curate.errors import CurateError
 from curate.files import read_json
+from curate.lock import writes
 from curate.passes import ray as ray_engine
 from curate.passes.runner import WEIGHTS, Job, PassReport, input_rows, run
 from curate.workspace import Workspace
@@ -92,6 +93,7 @@ def _concat(chunks: list) -> Any:
         chunks)
 
 
+@writes("score")
 def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None,
           progress: bool = True, engine: str = "local", address: str | None = None,
           actors: int | None = None) -> PassReport:
