@@ -12,7 +12,7 @@ accuracy (40 colour x shape classes) and retrieval R@1 on 1000 clean held-out pa
 * full pool (every ok sample); random 30%; top 30% by clip_score; truth-clean 30% (an oracle
   that reads truth.parquet: the upper bound of a perfect filter at that size);
 * with ``curate.select``'s rules: semdedup, coreset 30%, top 50% by clip_score then coreset to
-  30% of the pool (the rows are skipped, with the reason, if the rules are not there).
+  30% of the pool (a row whose rule fails is skipped, with the reason).
 
 "30%" is of the pool's size (failed samples included), so every 30% row has the same size.
 """
@@ -36,29 +36,34 @@ from curate.evaluate import evaluate, format_table  # noqa: E402
 from curate.ingest import ingest  # noqa: E402
 from curate.passes.embed import embed  # noqa: E402
 from curate.passes.score import score  # noqa: E402
+from curate.select import parse_rules, select  # noqa: E402
 from curate.synth import Defects, make_pool  # noqa: E402
+from curate.workspace import Workspace  # noqa: E402
 
 DEFECTS = Defects(mismatched=0.15, abstract=0.05, near_duplicate=0.03, exact_duplicate=0.02,
                   corrupt=0.02, odd_image=0.02, empty_caption=0.01, failed_download=0.0)
 
 
 def write_selection(ws: Path, name: str, ids: list[str]) -> None:
-    (ws / "selections").mkdir(exist_ok=True)
+    """A selection by hand: its ids, ranks and reasons (``curate evaluate`` reads the ids)."""
+    w = Workspace.open(ws)
+    w.selections_dir.mkdir(exist_ok=True)
     pq.write_table(pa.table({"sample_id": pa.array(ids, pa.string()),
                              "rank": pa.array(range(len(ids)), pa.int64()),
                              "reason": pa.array([name] * len(ids), pa.string())}),
-                   ws / "selections" / f"{name}.parquet")
+                   w.selection(name).parquet)
 
 
 def simple_selections(ws: Path, pool: Path, k: int, seed: int) -> list[str]:
     """full, random, top-by-clip_score and truth-clean subsets, built by hand."""
+    w = Workspace.open(ws)
     rows = pa.concat_tables([pq.read_table(p, columns=["sample_id", "key", "status"]) for p in
-                             sorted((ws / "samples").glob("part-*.parquet"))]).to_pylist()
+                             w.sample_parts()]).to_pylist()
     ok = sorted(r["sample_id"] for r in rows if r["status"] == "ok")
     write_selection(ws, "full", ok)
     write_selection(ws, "random30", random.Random(seed).sample(ok, k))
     scores = pa.concat_tables([pq.read_table(p, columns=["sample_id", "clip_score"]) for p in
-                               sorted((ws / "scores" / "clip_score").glob("part-*.parquet"))])
+                               sorted(w.scores_dir("clip_score").glob("part-*.parquet"))])
     ranked = sorted((r for r in scores.to_pylist() if r["clip_score"] is not None),
                     key=lambda r: (-r["clip_score"], r["sample_id"]))
     write_selection(ws, "top30_clip_score", [r["sample_id"] for r in ranked[:k]])
@@ -71,11 +76,6 @@ def simple_selections(ws: Path, pool: Path, k: int, seed: int) -> list[str]:
 
 def rule_selections(ws: Path, k: int) -> tuple[list[str], list[str]]:
     """semdedup, coreset and top-then-coreset through ``curate.select`` (names, skip notes)."""
-    try:
-        from curate.select import parse_rules, select
-    except ImportError as e:
-        return [], [f"rows semdedup / coreset30 / top50_then_coreset30 await the selection "
-                    f"rules (curate.select: {e})"]
     chains = {  # the CLI's rule syntax: `curate select NAME RULE ARGS...`
         "semdedup": "semdedup",
         "coreset30": f"coreset {k}",
@@ -105,7 +105,7 @@ def main() -> None:
     root = Path(args.work or tempfile.mkdtemp(prefix="curate-bench-evaluate-"))
     ws, pool = root / "ws", root / "pool"
     t0 = time.time()
-    if not (ws / "scores" / "clip_score" / "manifest.json").exists():
+    if Workspace(ws.resolve()).manifest("scores", "clip_score") is None:
         make_pool(pool, args.n, args.seed, shard_size=1000, defects=DEFECTS)
         ingest([str(pool)], ws, progress=False)
         embed(ws, "tiny-clip", progress=False)

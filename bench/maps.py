@@ -179,12 +179,14 @@ def workspace(n: int, dim: int, seed: int) -> None:
     then ``curate map`` on it, timed by stage from its manifest."""
     import pyarrow as pa
 
-    from curate.files import read_json, write_json, write_parquet
+    from curate.files import write_json, write_parquet
     from curate.maps import make_map
+    from curate.workspace import Workspace
 
-    ws = OUT / f"maps-ws-{n}-{dim}"
-    if not (ws / "embeddings" / "synthetic" / "manifest.json").exists():
-        shutil.rmtree(ws, ignore_errors=True)
+    ws = Workspace((OUT / f"maps-ws-{n}-{dim}").resolve())
+    emb = ws.pass_dir("embeddings", "synthetic")
+    if ws.manifest("embeddings", "synthetic") is None:
+        shutil.rmtree(ws.root, ignore_errors=True)
         x, lab = manifold(n, dim, seed=seed)
         words = np.array(["red", "green", "blue", "round", "square", "cat", "dog", "tree",
                           "river", "city", "car", "sky"])
@@ -195,22 +197,21 @@ def workspace(n: int, dim: int, seed: int) -> None:
             caps = [f"a photo of the {words[c % 12]} {words[(c // 12) % 12]} thing" for c in lb]
             write_parquet(pa.table({"sample_id": ids, "status": ["ok"] * len(ids),
                                     "caption": caps}),
-                          ws / "samples" / f"part-{i:06d}.parquet")
+                          ws.samples_dir / f"part-{i:06d}.parquet")
             flat = pa.array(x[s:s + len(ids)].reshape(-1))
             vec = pa.FixedSizeListArray.from_arrays(flat, dim)
             write_parquet(pa.table({"sample_id": ids, "status": ["ok"] * len(ids),
                                     "error": pa.array([None] * len(ids), pa.string()),
                                     "image_emb": vec}),
-                          ws / "embeddings" / "synthetic" / f"part-{i:06d}.parquet")
+                          emb / f"part-{i:06d}.parquet")
         write_json({"pass": "embed", "dim": dim, "columns": ["image_emb"],
                     "model": {"name": "synthetic"}, "status": "complete", "rows": n},
-                   ws / "embeddings" / "synthetic" / "manifest.json")
+                   emb / "manifest.json")
         del x
     layout(manifold(3000, dim)[0], MapParams(sample=1000))  # compile once
     t = time.time()
-    make_map(ws, name="bench", embedding="image", progress=True)
+    m = make_map(ws.root, name="bench", embedding="image", progress=True)
     total = time.time() - t
-    m = read_json(ws / "maps" / "bench.json")
     emit({"bench": "workspace", "n": n, "dim": dim, "seconds": round(total, 1),
           "stages": m["seconds"], "clusters": len(m["clusters"]),
           "labels": [c["label"] for c in m["clusters"][:5]]})
@@ -225,11 +226,12 @@ def pool(n: int, samples: list[int], transform: bool, seed: int) -> None:
     from curate.workspace import Workspace
 
     root = OUT / f"maps-pool-{n}"
-    if not (root / "ws" / "embeddings").exists():
+    ws = Workspace((root / "ws").resolve())
+    if not ws.pass_dirs("embeddings"):
         make_pool(root / "pool", n, seed)
-        ingest([str(root / "pool")], root / "ws", progress=False)
-        embed(root / "ws", "tiny-clip", progress=False)
-    _, x = load_vectors(Workspace.open(root / "ws"), "tiny-clip", "image")
+        ingest([str(root / "pool")], ws.root, progress=False)
+        embed(ws.root, "tiny-clip", progress=False)
+    _, x = load_vectors(ws, "tiny-clip", "image")
     compare(x, f"tiny-clip pool {n}", samples, transform, seed)
 
 

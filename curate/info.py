@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.files import dir_size, read_json
+from curate.select import list_selections
 from curate.workspace import Workspace
 
 
@@ -25,7 +26,6 @@ def info(workspace: str | Path) -> dict:
         for d in ws.pass_dirs(kind):
             m = read_json(d / "manifest.json")
             passes.append(dict(kind=kind, key=d.name, manifest=m, bytes=dir_size(d)))
-    from curate.select import list_selections
     selections = list_selections(ws)
     sizes = {p.name: dir_size(p) if p.is_dir() else p.stat().st_size
              for p in sorted(ws.root.iterdir()) if not p.name.startswith(".")}

@@ -190,9 +190,9 @@ def _(brush, brushed, map_pick, overwrite, save, sel_name, ws):
     try:
         _r = save_brush(ws, sel_name.value, list(brushed["sample_id"]), map_pick.value,
                         geometry(brush.value), overwrite.value)
+        _path = ws.selection(sel_name.value).parquet
         _out = mo.callout(mo.md(f"Saved **{_r.kept:,}** samples as selection "
-                                f"`{sel_name.value}` (`selections/{sel_name.value}.parquet`)."),
-                          kind="success")
+                                f"`{sel_name.value}` (`{_path}`)."), kind="success")
     except CurateError as e:
         _out = mo.callout(mo.md(f"**Not saved.** {e}"), kind="danger")
     _out

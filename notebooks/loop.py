@@ -6,7 +6,6 @@ app = marimo.App(width="medium", app_title="curate: the whole loop")
 
 with app.setup:
     import argparse
-    import importlib.util
     import os
     import shlex
     import sys
@@ -253,16 +252,12 @@ def _(args, sel_name, ws_path):
 def _(evaluated, export_btn, export_to, run_all, sel_name, selected, ws_path):
     _out = mo.md("Press **Run export** to write the selection as webdataset shards.")
     if (export_btn.value or run_all) and selected is not None:
-        if importlib.util.find_spec("curate.export") is None:
-            _out = mo.callout(mo.md("This version of curate has no `curate export` yet."),
-                              kind="warn")
-        else:
-            from curate.cli import main as _cli
-            with mo.redirect_stdout(), mo.redirect_stderr(), mo.status.spinner("export"):
-                _rc = _cli(["export", "-w", ws_path.value, sel_name.value, export_to.value])
-            _out = mo.callout(mo.md(f"Exported to `{export_to.value}`."), kind="success") \
-                if _rc == 0 else mo.callout(mo.md(f"Export failed (exit {_rc}); see above."),
-                                            kind="danger")
+        from curate.cli import main as _cli
+        with mo.redirect_stdout(), mo.redirect_stderr(), mo.status.spinner("export"):
+            _rc = _cli(["export", "-w", ws_path.value, sel_name.value, export_to.value])
+        _out = mo.callout(mo.md(f"Exported to `{export_to.value}`."), kind="success") \
+            if _rc == 0 else mo.callout(mo.md(f"Export failed (exit {_rc}); see above."),
+                                        kind="danger")
     elif export_btn.value or run_all:
         _out = mo.callout(mo.md("Run **select** first."), kind="warn")
     _out

@@ -16,6 +16,8 @@ from PIL import Image
 
 from curate.cards import write_card
 from curate.export import export
+from curate.maps import make_map
+from curate.workspace import Workspace
 from tests.conftest import scored_with_selection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +36,7 @@ def split(card: str) -> tuple[dict, str]:
 
 def test_front_matter_and_sections(ws: Path, pool: Path, tmp_path: Path) -> None:
     meta, body = split(write_card(ws, "clean", tmp_path / "card.md").read_text())
-    manifest = json.loads((ws / "selections" / "clean.json").read_text())
+    manifest = json.loads(Workspace.open(ws).selection("clean").json.read_text())
     assert meta["pretty_name"].startswith("clean") and meta["license"] == "other"
     assert meta["size_categories"] == ["n<1K"] and "webdataset" in meta["tags"]
     assert meta["source_datasets"] == [pool.name] and "configs" not in meta  # no export yet
@@ -47,21 +49,22 @@ def test_front_matter_and_sections(ws: Path, pool: Path, tmp_path: Path) -> None
 
 def test_every_number_comes_from_the_manifests(ws: Path, tmp_path: Path) -> None:
     body = write_card(ws, "clean", tmp_path / "card.md").read_text()
-    manifest = json.loads((ws / "selections" / "clean.json").read_text())
+    wsp = Workspace.open(ws)
+    manifest = json.loads(wsp.selection("clean").json.read_text())
     for i, s in enumerate(manifest["rules"], 1):
         params = json.dumps(s["params"], sort_keys=True)
         assert f"| {i} | {s['rule']} | {params} | {s['in']} | {s['out']} | " \
                f"{s['in'] - s['out']} |" in body
-    samples = pl.read_parquet(ws / "samples" / "*.parquet")
+    samples = pl.read_parquet(wsp.sample_parts())
     codes = (samples["error"].drop_nulls().str.split("; ").explode()
              .str.split(":").list.first().value_counts())
     for code, n in codes.iter_rows():
         assert f"| {code} | {n} |" in body
     assert f"{(samples['status'] == 'failed').sum()} failed" in body
-    clip = json.loads((ws / "scores" / "clip_score" / "manifest.json").read_text())
+    clip = wsp.manifest("scores", "clip_score")
     assert "| clip_score | clip_score, clip_cosine | tiny-clip | curate-tiny-clip |" in body
     assert clip["model"]["weights_sha256"] in body
-    dropped = pl.read_parquet(ws / "selections" / "dropped" / "clean.parquet")
+    dropped = pl.read_parquet(wsp.selection("clean").dropped)
     for stage in ("exact", "perceptual"):
         d = dropped.filter(pl.col("stage") == stage)
         assert f"| {stage} | {len(d)} | {d['group_id'].n_unique()} |" in body
@@ -92,7 +95,7 @@ def test_regenerating_gives_the_same_bytes_and_the_export_a_copy(ws: Path,
     assert r.returncode == 0 and r.stdout.strip() == str(first)
     assert first.read_text() == readme == (out / "README.md").read_text()
     assert (out / "clean_files" / "scores.png").read_bytes() == \
-        (own / "data_cards" / "clean_files" / "scores.png").read_bytes()
+        (first.parent / "clean_files" / "scores.png").read_bytes()
 
 
 def test_proxy_training_and_the_map_appear_when_they_exist(ws: Path, tmp_path: Path) -> None:
@@ -100,17 +103,19 @@ def test_proxy_training_and_the_map_appear_when_they_exist(ws: Path, tmp_path: P
     shutil.copytree(ws, own)
     body = write_card(own, "clean").read_text()
     assert "## Evaluation" not in body and "map.png" not in body
-    (own / "evaluations").mkdir()
+    evaluations = Workspace.open(own).evaluations_dir
+    evaluations.mkdir()
     results = [{"name": n, "size": k, "steps": 300, "zero_shot_acc": a, "i2t_r1": 0.1,
                 "t2i_r1": 0.2} for n, k, a in (("clean", 200, 0.5), ("random", 200, 0.25))]
-    (own / "evaluations" / "20260101T000000_000000Z.json").write_text(json.dumps(
+    (evaluations / "20260101T000000_000000Z.json").write_text(json.dumps(
         {"created_at": "2026-01-01T00:00:00+00:00", "arch": "curate-tiny-clip",
          "heldout": {"kind": "synthetic", "n": 1000}, "results": results}))
-    maps = pytest.importorskip("curate.maps")
-    maps.make_map(own, "default", progress=False)
-    body = write_card(own, "clean").read_text()
+    make_map(own, "default", progress=False)
+    card = write_card(own, "clean")
+    body = card.read_text()
     assert "## Evaluation: proxy training" in body
+    assert "(evaluations/20260101T000000_000000Z.json)" in body
     assert "| clean | 200 | 300 | 0.5 | 0.1 | 0.2 |" in body
     assert "| random | 200 | 300 | 0.25 |" in body
     assert "(clean_files/map.png)" in body
-    assert Image.open(own / "data_cards" / "clean_files" / "map.png").size[0] > 300
+    assert Image.open(card.parent / "clean_files" / "map.png").size[0] > 300

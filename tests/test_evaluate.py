@@ -1,7 +1,8 @@
 """``curate evaluate``: a proxy CLIP trained from scratch on each selection, measured on a clean
 held-out set. The shape asserted here (curation beats random at equal size; the truth-clean
-oracle is not worse than random) is loose on purpose: the margins come from the spread seen
-over several pool and training seeds (see the MARGIN comment), and the pool is never tuned."""
+oracle is not worse than random on any metric) is loose on purpose: the margins come from the
+spread seen over several pool and training seeds (see the MARGIN comment), and the pool is never
+tuned."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from curate.cli import main
 from curate.errors import CurateError
 from curate.evaluate import evaluate, format_table
 from curate.synth import Defects
+from curate.workspace import Workspace
 
 # 30% defects, as the issue asks (fixed before any result was seen; never tuned)
 DEFECTS = Defects(mismatched=0.15, abstract=0.05, near_duplicate=0.03, exact_duplicate=0.02,
@@ -39,12 +41,12 @@ def write_selection(ws: Path, name: str, ids: list[str]) -> None:
     pq.write_table(pa.table({"sample_id": pa.array(ids, pa.string()),
                              "rank": pa.array(range(len(ids)), pa.int64()),
                              "reason": pa.array([name] * len(ids), pa.string())}),
-                   Path(ws, "selections").joinpath(f"{name}.parquet"))
+                   Workspace.open(ws).selection(name).parquet)
 
 
 def _samples(ws: Path) -> list[dict]:
     return pa.concat_tables([pq.read_table(p, columns=["sample_id", "key", "status"])
-                             for p in sorted((ws / "samples").glob("part-*.parquet"))]).to_pylist()
+                             for p in Workspace.open(ws).sample_parts()]).to_pylist()
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +64,13 @@ def curated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ingest([str(pool)], ws, progress=False)
     embed(ws, "tiny-clip", progress=False)
     score(ws, "clip_score", progress=False)
-    (ws / "selections").mkdir()
+    w = Workspace.open(ws)
+    w.selections_dir.mkdir()
     rows, k = _samples(ws), round(FRACTION * POOL_N)
     ok = sorted(r["sample_id"] for r in rows if r["status"] == "ok")
     write_selection(ws, "random", random.Random(0).sample(ok, k))
     scores = pa.concat_tables([pq.read_table(p, columns=["sample_id", "clip_score"]) for p in
-                               sorted((ws / "scores" / "clip_score").glob("part-*.parquet"))])
+                               sorted(w.scores_dir("clip_score").glob("part-*.parquet"))])
     ranked = sorted((r for r in scores.to_pylist() if r["clip_score"] is not None),
                     key=lambda r: (-r["clip_score"], r["sample_id"]))
     write_selection(ws, "top", [r["sample_id"] for r in ranked[:k]])
@@ -118,14 +121,19 @@ def test_coreset_is_about_as_good_as_top_by_clip_score(name: str,
         results[name], results["top"])
 
 
-def test_truth_clean_oracle_is_not_worse_than_random(results: dict[str, dict]) -> None:
+# The oracle against random, means over training seeds 0 and 1, when this test was made to
+# hold on every metric (it passed if either did): zero-shot 0.1365 vs 0.0935, i2t R@1 0.0465
+# vs 0.0205, t2i R@1 0.0465 vs 0.019, the oracle ahead in each seed on each metric; every gap
+# is larger than either selection's spread between its two seeds.
+@pytest.mark.parametrize("metric", ["zero_shot_acc", "i2t_r1", "t2i_r1"])
+def test_truth_clean_oracle_is_not_worse_than_random(metric: str,
+                                                     results: dict[str, dict]) -> None:
     oracle, rnd = results["oracle"], results["random"]
-    assert oracle["zero_shot_acc"] >= rnd["zero_shot_acc"] or _retrieval(oracle) >= _retrieval(
-        rnd), (oracle, rnd)
+    assert oracle[metric] >= rnd[metric], (metric, oracle, rnd)
 
 
 def test_evaluation_is_written(curated: Path, results: dict[str, dict]) -> None:
-    files = sorted((curated / "evaluations").glob("*.json"))
+    files = sorted(Workspace.open(curated).evaluations_dir.glob("*.json"))
     assert files
     written = [json.loads(f.read_text()) for f in files]
     match = [w for w in written if [r["name"] for r in w["results"]] == list(results)]
@@ -166,7 +174,8 @@ def test_selection_smaller_than_a_batch_and_workspace_heldout(
         pool / "truth.parquet", columns=["key", "colour", "shape"]).to_pylist()}
     rows = _samples(held)
     pq.write_table(pa.table({"sample_id": [r["sample_id"] for r in rows],
-                             "label": [truth[r["key"]] for r in rows]}), held / "labels.parquet")
+                             "label": [truth[r["key"]] for r in rows]}),
+                   held / "labels.parquet")  # where the docs tell a user to put labels
     (r,) = evaluate(curated, ["small"], steps=6, heldout=str(held))
     assert r["size"] == 40 and r["epochs"] == pytest.approx(6 * 128 / 40, abs=0.01)
     assert r["zero_shot_acc"] is not None and r["i2t_r1"] is not None

@@ -47,17 +47,21 @@ def ws(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def truth(ws: Path, pool: Path) -> pd.DataFrame:
     con = duckdb.connect()
     return con.execute("SELECT s.sample_id, t.* FROM read_parquet($s) s JOIN read_parquet($t) t "
-                       "USING (key)", {"s": str(ws / "samples" / "*.parquet"),
+                       "USING (key)", {"s": [str(p) for p in Workspace.open(ws).sample_parts()],
                                        "t": str(pool / "truth.parquet")}).df().set_index(
         "sample_id")
 
 
 def points(ws: Path, name: str) -> pd.DataFrame:
-    return pd.read_parquet(ws / "maps" / f"{name}.parquet")
+    return pd.read_parquet(Workspace.open(ws).map_files(name).parquet)
+
+
+def manifest(ws: Path, name: str) -> dict:
+    return read_json(Workspace.open(ws).map_files(name).json)
 
 
 def test_map_file_and_manifest(ws: Path, truth: pd.DataFrame) -> None:
-    m = read_json(ws / "maps" / "default.json")
+    m = manifest(ws, "default")
     p = points(ws, "default")
     assert list(p.columns) == ["sample_id", "x", "y", "cluster", "cluster_label"]
     decodable = truth[truth.expected_status == "ok"]
@@ -87,7 +91,7 @@ def test_layout_is_deterministic(ws: Path, tmp_path: Path) -> None:
     again = make_map(ws, "again", params=MapParams(sample=300), progress=False)
     a, b = points(ws, "default"), points(ws, "again")
     assert np.array_equal(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy())
-    assert again["clusters"] == read_json(ws / "maps" / "default.json")["clusters"]
+    assert again["clusters"] == manifest(ws, "default")["clusters"]
 
 
 def test_clusters_follow_the_scenes(ws: Path, truth: pd.DataFrame) -> None:
@@ -136,7 +140,7 @@ def test_text_and_joint_maps_cover_their_samples(ws: Path, truth: pd.DataFrame) 
     n_ok = int((truth.expected_status == "ok").sum())
     assert m["points"] == n_ok  # captions of images that fail to decode still have vectors
     j = make_map(ws, "joint", "joint", params=MapParams(sample=200), progress=False)
-    assert j["points"] == read_json(ws / "maps" / "default.json")["points"]
+    assert j["points"] == manifest(ws, "default")["points"]
     assert j["embedding"]["dim"] == 128
 
 
@@ -174,6 +178,8 @@ def test_no_map_and_no_embeddings(ingested: Path, embedded: Path) -> None:
         load_points(Workspace.open(embedded), "default")
     with pytest.raises(CurateError, match="--embedding"):
         make_map(embedded, "x", "pixels", progress=False)
+    with pytest.raises(CurateError, match="map name '../x': use letters"):
+        make_map(embedded, "../x", progress=False)  # it would become a path outside maps/
 
 
 def test_map_of_changed_samples_says_so(ws: Path, tmp_path: Path) -> None:
@@ -184,7 +190,7 @@ def test_map_of_changed_samples_says_so(ws: Path, tmp_path: Path) -> None:
     ingest([str(make_pool(tmp_path / "more", 20, seed=99))], w, progress=False)
     msg = check_map(wsp, "default")
     assert "samples have no embeddings yet" in msg and "curate map" in msg
-    assert len(load_points(wsp, "default")) == read_json(w / "maps" / "default.json")["points"]
+    assert len(load_points(wsp, "default")) == manifest(w, "default")["points"]
 
 
 def test_brush_saved_as_selection(ws: Path) -> None:
@@ -195,7 +201,7 @@ def test_brush_saved_as_selection(ws: Path) -> None:
     inside = frame[(frame.x <= frame.x.median())]
     r = save_brush(ws, "left", list(inside.sample_id), "default", box)
     assert r.kept == len(inside) and load_selection(wsp, "left") == list(inside.sample_id)
-    m = json.loads((ws / "selections" / "left.json").read_text())
+    m = json.loads(wsp.selection("left").json.read_text())
     assert m["rules"][0]["rule"] == "brush" and m["rules"][0]["params"]["geometry"] == box
     assert m["candidates"] == len(frame)
     with pytest.raises(CurateError, match="exists"):

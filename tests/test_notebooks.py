@@ -22,6 +22,7 @@ from html import unescape
 from pathlib import Path
 from types import ModuleType
 
+import nbformat
 import pytest
 
 from curate.files import read_json
@@ -142,13 +143,13 @@ def test_loop_notebook_runs_every_step(embedded: Path, pool: Path, tmp_path: Pat
                   "64", "--export", str(tmp_path / "export"), "--run-all")
     assert "failed." not in text
     assert d["ingested"].already_present == d["ingested"].inputs  # resumed: nothing new
-    assert read_json(w / "maps" / "default.json")["points"] == 559
-    kept = load_selection(Workspace.open(w), "notebook")
+    wsp = Workspace.open(w)
+    assert read_json(wsp.map_files("default").json)["points"] == 559
+    kept = load_selection(wsp, "notebook")
     assert len(kept) == d["selected"].kept > 0
     assert d["evaluated"][0]["name"] == "notebook"
-    if importlib.util.find_spec("curate.export") is not None:
-        sizes = json.loads((tmp_path / "export" / "sizes.json").read_text())
-        assert sum(sizes.values()) == len(kept)
+    sizes = json.loads((tmp_path / "export" / "sizes.json").read_text())
+    assert sum(sizes.values()) == len(kept)
 
 
 # --- in a browser ---------------------------------------------------------------------------
@@ -279,7 +280,6 @@ def test_explore_in_a_browser(ws: Path, tmp_path: Path) -> None:
 
 def test_export_to_jupyter(tmp_path: Path) -> None:
     """JupyterLab users get the same notebooks through `marimo export ipynb`."""
-    nbformat = pytest.importorskip("nbformat")
     out = tmp_path / "explore.ipynb"
     r = subprocess.run([*MARIMO, "export", "ipynb", str(NOTEBOOKS / "explore.py"), "-o",
                         str(out), "--sort", "top-down"], capture_output=True, text=True)

@@ -21,8 +21,10 @@ import yaml
 
 from curate import __version__
 from curate.cards.facts import facts
+from curate.cards.plots import histograms, selection_map
+from curate.errors import CurateError
 from curate.files import atomic_path, read_json
-from curate.workspace import Workspace
+from curate.workspace import EXPORT_DONE, Workspace
 
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
                    (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"),
@@ -38,16 +40,15 @@ def write_card(workspace: str | Path, selection: str, out: str | Path | None = N
     """Write the card of ``selection`` to ``out`` (default ``data_cards/NAME.md`` in the
     workspace) with its pictures in ``NAME_files/`` beside it, and the same card as
     ``README.md`` in ``export_dir`` (default: the selection's last finished export)."""
-    from curate.export import recorded_export
-
     ws = Workspace.open(workspace)
-    if not (ws.root / "selections" / f"{selection}.json").exists():
-        from curate.select import load_selection
-        load_selection(ws, selection)  # raises, naming the selections there are
-    out = Path(out) if out else ws.root / "data_cards" / f"{selection}.md"
-    export_dir = Path(export_dir) if export_dir else recorded_export(ws, selection)
+    if not ws.selection(selection).json.exists():
+        have = ws.selection_names()
+        raise CurateError(f"no selection {selection!r} in {ws.root} (have: "
+                          f"{', '.join(have) or 'none'})")
+    out = Path(out) if out else ws.card_path(selection)
+    export_dir = Path(export_dir) if export_dir else ws.last_export(selection)
     if export_info is None and export_dir is not None:
-        export_info = read_json(export_dir / "export.json")
+        export_info = read_json(export_dir / EXPORT_DONE)
     pictures = out.parent / f"{selection}_files"
     with ws.snapshot() as con:
         f = facts(ws, con, selection)
@@ -68,8 +69,6 @@ def write_card(workspace: str | Path, selection: str, out: str | Path | None = N
 def _pictures(ws: Workspace, con: duckdb.DuckDBPyConnection, selection: str, folder: Path,
               f: dict) -> list[tuple[str, str]]:
     """Draw the histograms and (when a map exists) the map; returns (caption, relative path)."""
-    from curate.cards.plots import histograms, selection_map
-
     shutil.rmtree(folder, ignore_errors=True)
     drawn = []
     cols = [c for c, _ in f["numeric_scores"]]

@@ -25,8 +25,8 @@ def _fmt(v: Any) -> str:
 
 def facts(ws: Workspace, con: duckdb.DuckDBPyConnection, selection: str) -> dict[str, Any]:
     """Everything the card says about ``selection``, as plain data."""
-    m = read_json(ws.root / "selections" / f"{selection}.json")
-    sel = ws.root / "selections" / f"{selection}.parquet"
+    files = ws.selection(selection)
+    m, sel = read_json(files.json), files.parquet
     f: dict[str, Any] = {"name": selection, "kept": m["kept"], "candidates": m["candidates"],
                          "created_at": m.get("created_at"),
                          "curate_version": m.get("curate_version")}
@@ -47,11 +47,11 @@ def facts(ws: Workspace, con: duckdb.DuckDBPyConnection, selection: str) -> dict
                    {k: v for k, v in s.items() if k not in STEP_KEYS} or ""]
                   for i, s in enumerate(m["rules"])]
     f["coresets"] = [f"step {i + 1} kept {s['out']:,} of {s['in']:,} (budget "
-                     f"{s.get('params', {}).get('amount_', '?')}; "
+                     f"{s.get('params', {}).get('amount', '?')}; "
                      + json.dumps({k: v for k, v in s.items() if k not in STEP_KEYS},
                                   sort_keys=True) + ")"
                      for i, s in enumerate(m["rules"]) if s["rule"] == "coreset"]
-    dropped = ws.root / "selections" / "dropped" / f"{selection}.parquet"
+    dropped = files.dropped
     f["dedup"] = [list(r) for r in _rows(con, """SELECT coalesce(stage, rule), count(*),
         count(DISTINCT group_id) FROM read_parquet($sel) WHERE rule IN ('dedup', 'semdedup')
         GROUP BY ALL ORDER BY 1""", dropped)] if dropped.exists() else []
@@ -93,13 +93,13 @@ def _passes(ws: Workspace) -> tuple[list[list], list[list]]:
 
 def _evaluation(ws: Workspace, selection: str) -> dict | None:
     """The latest ``curate evaluate`` run that trained on this selection, if any."""
-    for path in sorted((ws.root / "evaluations").glob("*.json"), reverse=True):
+    for path in sorted(ws.evaluations_dir.glob("*.json"), reverse=True):
         e = read_json(path)
         if any(r.get("name") == selection for r in e.get("results", [])):
             held = e.get("heldout", {})
             held = ", ".join(f"{k} {v}" for k, v in held.items()) if isinstance(held, dict) \
                 else str(held)
-            return {"file": f"evaluations/{path.name}", "arch": e.get("arch", "?"),
+            return {"file": path.relative_to(ws.root).as_posix(), "arch": e.get("arch", "?"),
                     "heldout": held or "a held-out set",
                     "rows": [[r["name"], r.get("size"), r.get("steps"),
                               *(_fmt(r.get(k)) for k in ("zero_shot_acc", "i2t_r1", "t2i_r1"))]

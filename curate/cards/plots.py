@@ -9,9 +9,13 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 
 from curate.errors import CurateError
 from curate.files import atomic_path
+from curate.maps import list_maps, load_points
+from curate.maps.render import figure
 from curate.workspace import Workspace
 
 BINS = 40
@@ -19,7 +23,7 @@ PNG_META = {"Software": None}  # matplotlib would stamp its version into the fil
 
 
 def _pyplot():  # noqa: ANN202
-    import matplotlib
+    import matplotlib  # lazily: heavy, and only drawing needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
@@ -51,8 +55,8 @@ def _counts(con: duckdb.DuckDBPyConnection, column: str, kept: Path, dropped: Pa
 def histograms(con: duckdb.DuckDBPyConnection, ws: Workspace, selection: str,
                columns: list[str], out: Path) -> bool:
     """Draw up to 12 score columns' histograms, kept against dropped, into ``out``."""
-    kept = ws.root / "selections" / f"{selection}.parquet"
-    dropped = ws.root / "selections" / "dropped" / f"{selection}.parquet"
+    files = ws.selection(selection)
+    kept, dropped = files.parquet, files.dropped
     binned = [(c, h) for c in columns[:12]
               if (h := _counts(con, c, kept, dropped if dropped.exists() else None))]
     if not binned:
@@ -81,20 +85,12 @@ def histograms(con: duckdb.DuckDBPyConnection, ws: Workspace, selection: str,
 
 def selection_map(ws: Workspace, selection: str, out: Path) -> str | None:
     """Draw the selection over the pool on the workspace's map (``default`` or the first);
-    returns the picture's caption, or None when there is no map (or no map module)."""
-    try:
-        import pandas as pd
-
-        from curate.maps import list_maps, load_points
-        from curate.maps.render import figure
-    except ImportError:
-        return None
+    returns the picture's caption, or None when there is no map."""
     names = list_maps(ws)
     if not names:
         return None
     name = "default" if "default" in names else names[0]
-    import pyarrow.parquet as pq
-    kept = set(pq.read_table(ws.root / "selections" / f"{selection}.parquet",
+    kept = set(pq.read_table(ws.selection(selection).parquet,
                              columns=["sample_id"])["sample_id"].to_pylist())
     try:
         frame = load_points(ws, name)

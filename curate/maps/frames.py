@@ -12,8 +12,8 @@ import duckdb
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.maps.io import list_maps, map_path, read_manifest
-from curate.workspace import Workspace, _ident, view_names
+from curate.maps.io import list_maps, read_manifest
+from curate.workspace import Workspace, view_name, view_names
 
 MAP_COLUMNS = ("sample_id", "x", "y", "cluster", "cluster_label")
 
@@ -21,12 +21,12 @@ MAP_COLUMNS = ("sample_id", "x", "y", "cluster", "cluster_label")
 def catalog(ws: Workspace) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the workspace's views, maps and selections."""
     con = duckdb.connect()
-    ws._build_views(con)  # the catalog's own view definitions, over the same Parquet
+    ws.build_views(con)  # the catalog's own view definitions, over the same Parquet
     for name in list_maps(ws):
-        con.execute(f'CREATE VIEW "map_{_ident(name)}" AS SELECT * FROM read_parquet('
-                    f"'{_quote(map_path(ws, name))}')")
-    for path in sorted((ws.root / "selections").glob("*.parquet")):
-        con.execute(f'CREATE VIEW "selection_{_ident(path.stem)}" AS SELECT * FROM '
+        con.execute(f'CREATE VIEW "{view_name("map", name)}" AS SELECT * FROM read_parquet('
+                    f"'{_quote(ws.map_files(name).parquet)}')")
+    for path in sorted(ws.selections_dir.glob("*.parquet")):  # a hand-made one too
+        con.execute(f'CREATE VIEW "{view_name("selection", path.stem)}" AS SELECT * FROM '
                     f"read_parquet('{_quote(path)}')")
     return con
 
@@ -82,7 +82,7 @@ def load_points(ws: Workspace, name: str, columns: list[str] | tuple[str, ...] =
             return con.execute(f"SELECT m.sample_id, m.x, m.y, m.cluster, m.cluster_label{sel}"
                                " FROM read_parquet($m) m JOIN pairs p USING (sample_id) "
                                "ORDER BY m.cluster, m.sample_id",
-                               {"m": str(map_path(ws, name))}).df()
+                               {"m": str(ws.map_files(name).parquet)}).df()
         except duckdb.Error as e:
             raise CurateError(f"cannot read map {name!r} ({str(e).splitlines()[0]}); make it "
                               f"again with `curate map -w {ws.root} --name {name}`") from None
@@ -97,7 +97,7 @@ def check_map(ws: Workspace, name: str, con: duckdb.DuckDBPyConnection | None = 
     what to run."""
     m = read_manifest(ws, name)
     key, kind = m["embedding"]["model"], m["embedding"]["kind"]
-    view = f"embeddings_{_ident(key)}"
+    view = view_name("embeddings", key)
     own = con is None
     con = con or catalog(ws)
     try:
@@ -112,7 +112,7 @@ def check_map(ws: Workspace, name: str, con: duckdb.DuckDBPyConnection | None = 
             SELECT (SELECT count(*) FROM m ANTI JOIN s USING (sample_id)),
                    (SELECT count(*) FROM e ANTI JOIN m USING (sample_id)),
                    (SELECT count(*) FROM s ANTI JOIN "{view}" USING (sample_id))""",
-                                            {"m": str(map_path(ws, name))}).fetchone()
+                                            {"m": str(ws.map_files(name).parquet)}).fetchone()
     finally:
         if own:
             con.close()

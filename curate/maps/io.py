@@ -20,11 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import __version__
+from curate.arrays import normalize, vectors
 from curate.errors import CurateError
 from curate.files import read_json, write_json, write_parquet
 from curate.maps.labels import cluster_labels
 from curate.maps.layout import MapParams, Progress, layout
-from curate.workspace import Workspace
+from curate.workspace import Workspace, model_key
 
 EMBEDDINGS = ("image", "text", "joint")
 
@@ -36,8 +37,6 @@ def _models(ws: Workspace) -> list[str]:
 
 def resolve_model(ws: Workspace, model: str | None) -> str:
     """The embeddings folder to map: ``model`` (a name or folder key), or the only one."""
-    from curate.workspace import model_key
-
     have = _models(ws)
     if not have:
         raise CurateError(f"{ws.root} has no embeddings yet; run `curate embed -w {ws.root}` "
@@ -58,11 +57,9 @@ def load_vectors(ws: Workspace, key: str, embedding: str = "image"
     ``text`` (unit length), or ``joint``, both halves concatenated and scaled by 1/sqrt(2)
     so its cosine is the mean of the image and text cosines. Images that failed to decode
     have no image vector and are left out of ``image`` and ``joint``."""
-    from curate.arrays import normalize, vectors
-
     if embedding not in EMBEDDINGS:
         raise CurateError(f"--embedding {embedding!r}: use one of {', '.join(EMBEDDINGS)}")
-    parts = sorted((ws.root / "embeddings" / key).glob("part-*.parquet"))
+    parts = sorted(ws.pass_dir("embeddings", key).glob("part-*.parquet"))
     cols = {"image": ["image_emb"], "text": ["text_emb"], "joint": ["image_emb", "text_emb"]}
     ids: list[str] = []
     chunks = []
@@ -78,27 +75,23 @@ def load_vectors(ws: Workspace, key: str, embedding: str = "image"
     return ids, np.concatenate(chunks).astype(np.float32, copy=False)
 
 
-def map_path(ws: Workspace, name: str) -> Path:
-    return ws.root / "maps" / f"{name}.parquet"
-
-
 def list_maps(ws: Workspace) -> list[str]:
-    return sorted(p.stem for p in (ws.root / "maps").glob("*.parquet")
-                  if (ws.root / "maps" / f"{p.stem}.json").exists())
+    """Every map of the workspace with its points and manifest, sorted."""
+    return ws.map_names()
 
 
 def make_map(workspace: str | Path, name: str = "default", embedding: str = "image",
              model: str | None = None, params: MapParams | None = None,
              progress: bool | Progress = True) -> dict:
     """Lay out, cluster and label one embedding of every sample; returns the manifest."""
+    import torch  # lazily, with curate.cluster (torch too): heavy, and only a new map needs it
+
     from curate.cluster import assign, kmeans
-    from curate.select import NAME
 
     t0 = time.time()
     params = params or MapParams()
     ws = Workspace.open(workspace)
-    if not NAME.match(name):
-        raise CurateError(f"map name {name!r}: use letters, digits, '_', '-', '.'")
+    files = ws.map_files(name)  # checks the name first
     key = resolve_model(ws, model)
     say, close = _reporter(progress)
     say("reading embeddings", 0, 1)
@@ -112,8 +105,6 @@ def make_map(workspace: str | Path, name: str = "default", embedding: str = "ima
     rng = np.random.default_rng(params.seed)
     fit_rows = np.sort(rng.choice(len(x), min(len(x), max(params.sample, 256 * k)), False))
     _, _, centroids = kmeans(x[fit_rows], k, seed=params.seed)
-    import torch
-
     raw, _ = assign(torch.from_numpy(x), torch.from_numpy(centroids))  # x: unit rows
     order = np.argsort(-np.bincount(raw, minlength=k), kind="stable")  # 0 = the largest
     cluster = np.argsort(order)[raw].astype(np.int32)
@@ -126,7 +117,7 @@ def make_map(workspace: str | Path, name: str = "default", embedding: str = "ima
     table = table.append_column("cluster_label", pa.array(
         [labels[c]["label"] for c in range(k)], pa.string()).take(pa.array(cluster)))
     seconds["label"] = time.time() - t
-    write_parquet(table, map_path(ws, name))
+    write_parquet(table, files.parquet)
     seconds["total"] = time.time() - t0
     manifest = {
         "name": name, "method": "umap-sample-place",
@@ -146,18 +137,18 @@ def make_map(workspace: str | Path, name: str = "default", embedding: str = "ima
         "samples_parts": len(ws.sample_parts()), "curate_version": __version__,
         "umap_version": _version("umap-learn"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(manifest, ws.root / "maps" / f"{name}.json")
+    write_json(manifest, files.json)
     close()
     return manifest
 
 
 def summary(m: dict, ws: Workspace) -> str:
     """What ``curate map`` prints: counts, timings and the clusters with their labels."""
-    s = m["seconds"]
+    s, path = m["seconds"], ws.map_files(m["name"]).parquet
     lines = [f"map {m['name']}: {m['points']:,} points of {m['embedding']['model']} "
              f"{m['embedding']['kind']} embeddings ({m['sample']:,} fitted by UMAP, "
              f"{m['placed']:,} placed) in {s['total']:.1f}s (fit {s['fit']:.1f}s, place "
-             f"{s['place']:.1f}s, clusters {s['cluster']:.1f}s) -> {map_path(ws, m['name'])}"]
+             f"{s['place']:.1f}s, clusters {s['cluster']:.1f}s) -> {path}"]
     lines += [f"  {c['id']:>3}  {c['size']:>9,}  {c['label']}" for c in m["clusters"]]
     return "\n".join(lines)
 
@@ -203,7 +194,7 @@ def _with_captions(ws: Workspace, table: pa.Table) -> pa.Table:
 
 
 def _identity(ws: Workspace, key: str) -> dict:
-    m = read_json(ws.root / "embeddings" / key / "manifest.json")
+    m = ws.manifest("embeddings", key) or {}
     return {k: m.get(k) for k in ("key", "model", "rows", "updated_at") if k in m}
 
 
@@ -217,11 +208,11 @@ def _version(dist: str) -> str | None:
 
 def read_manifest(ws: Workspace, name: str) -> dict:
     """A map's manifest; a missing map says which exist and how to make one."""
-    path = ws.root / "maps" / f"{name}.json"
-    if not path.exists() or not map_path(ws, name).exists():
+    files = ws.map_files(name)
+    if not files.json.exists() or not files.parquet.exists():
         have = list_maps(ws)
         if not have:
             raise CurateError(f"{ws.root} has no map yet; make one with "
                               f"`curate map -w {ws.root}`")
         raise CurateError(f"no map {name!r} in {ws.root} (have: {', '.join(have)})")
-    return read_json(path)
+    return read_json(files.json)

@@ -25,6 +25,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from curate.arrays import normalize
+
+# torch, umap, numba and scipy are imported in the functions that use them: they are heavy
+# (seconds to import), and the notebooks import curate.maps only to read and draw maps.
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -224,8 +228,6 @@ def layout(x: np.ndarray, p: MapParams | None = None, progress: Progress | None 
     rows are placed by ``place`` in chunks, so memory stays bounded by ``chunk x sample``."""
     import torch
 
-    from curate.arrays import normalize
-
     p = p or MapParams()
     tick = time.time()
     say = progress or (lambda *_: None)
@@ -270,8 +272,6 @@ def preservation(x: np.ndarray, y: np.ndarray, k: int = 15, queries: int | None 
     """Neighbourhood preservation: the mean share of a point's ``k`` nearest neighbours by
     cosine in ``x`` that are also among its ``k`` nearest in the map ``y`` (self excluded),
     over ``queries`` random points (all when None). 1.0 is perfect; random is about k / N."""
-    from curate.arrays import normalize
-
     n = len(x)
     rng = np.random.default_rng(seed)
     q = np.arange(n) if queries is None or queries >= n else rng.choice(n, queries, False)

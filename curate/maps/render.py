@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curate.files import atomic_path
+from curate.maps.frames import load_points
+from curate.workspace import Workspace
+
 MAX_CATEGORIES = 20
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#e7ba52", "#637939", "#ad494a",
@@ -52,7 +56,7 @@ def categories(frame: pd.DataFrame, color: str) -> tuple[pd.Categorical, list[st
 
 def _glasbey(i: int) -> str:
     """Colour ``i`` of colorcet's glasbey_category10 (category10 first, then distinct ones)."""
-    import colorcet
+    import colorcet  # lazily, as datashader and matplotlib below: heavy, only drawing needs them
 
     return colorcet.glasbey_category10[i % 256] if isinstance(
         colorcet.glasbey_category10[0], str) else "#{:02x}{:02x}{:02x}".format(
@@ -146,15 +150,11 @@ def render_map(workspace: str | Path, name: str = "default", color: str | None =
                out: str | Path | None = None, size: int = 800) -> Path:
     """Draw map ``name`` coloured by ``color`` (a ``pairs`` column or ``cluster``; None for
     density) into a PNG at ``out`` (default ``maps/NAME-COLOR.png``)."""
-    import matplotlib.pyplot as plt
-
-    from curate.files import atomic_path
-    from curate.maps.frames import load_points
-    from curate.workspace import Workspace
+    import matplotlib.pyplot as plt  # lazily: heavy, and only drawing needs it
 
     ws = Workspace.open(workspace)
     frame = load_points(ws, name, [color] if color else [])
-    out = Path(out) if out else ws.root / "maps" / f"{name}-{color or 'density'}.png"
+    out = Path(out) if out else ws.map_picture(name, color)
     fig, _ = figure(frame, color, f"map {name}: {len(frame):,} points"
                     + (f" coloured by {color}" if color else ""), size)
     with atomic_path(out) as tmp:

@@ -51,7 +51,7 @@ def dedup_quality(workspace: Path, pool: Path, selection: str) -> dict:
         keys.update(zip(t["sample_id"], t["key"], strict=True))
     truth = pq.read_table(pool / "truth.parquet", columns=["key", "duplicate_of"]).to_pydict()
     group = {k: d or k for k, d in zip(truth["key"], truth["duplicate_of"], strict=True)}
-    dropped = pq.read_table(ws.root / "selections" / "dropped" / f"{selection}.parquet",
+    dropped = pq.read_table(ws.selection(selection).dropped,
                             columns=["sample_id", "representative"]).to_pydict()
     pairs = [(keys[s], keys[r]) for s, r in zip(dropped["sample_id"],
                                                 dropped["representative"], strict=True) if r]
