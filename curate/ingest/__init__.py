@@ -5,8 +5,11 @@ adds nothing. A row that failed (or repeats an identical pair found elsewhere) g
 also hashes its location, so every input keeps exactly one row: inputs = ok + failed.
 
 The package: ``kinds`` (the contract of a source kind, its registry, and globs, braces and
-detection), one reader module per kind (``img2dataset``, ``webdataset``, ``tables``,
-``folders``), ``seen`` (the ids already ingested) and this verb. To add a kind, write one
+detection), one reader module per kind (``img2dataset``, ``img2dataset_parquet``,
+``img2dataset_files``, ``webdataset``, ``hf_parquet``, ``hf_arrow``, ``lance_dataset``,
+``tables``, ``coco``, ``imagefolder``, ``folders``), what the table-like ones share
+(``tabular``, and ``fetch`` for URLs), ``store`` (the workspace's copies of bytes that have no
+place to point at), ``seen`` (the ids already ingested) and this verb. To add a kind, write one
 module here that ends with ``KIND = register(Kind(name=, detect=, read=, check=, rank=))``:
 ``kinds()`` imports every module of this package, so nothing else lists it; ``rank`` places
 its ``detect`` among the others' (lower is asked first; ``folder`` is last at 90), and
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -31,12 +35,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from curate.files import write_parquet
+from curate.errors import CurateError
 from curate.hashing import content_id, digest, image_hash
 from curate.images import MAX_PIXELS, probe
 from curate.ingest import kinds
+from curate.ingest.fetch import FetchConfig
 from curate.ingest.kinds import Options, Record
 from curate.ingest.seen import SeenIds, place
+from curate.ingest.store import ImageStore
 from curate.workspace import Workspace
 
 SCHEMA = pa.schema([
@@ -49,6 +55,11 @@ SCHEMA = pa.schema([
     ("sha256", pa.string()), ("download_status", pa.string()), ("meta", pa.string()),
     ("ingested_at", pa.timestamp("us", tz="UTC")),
 ])
+ERROR_CHARS = 300  # an error's length at most (a source's message can be a whole file)
+TAKEN = {n.lower() for n in SCHEMA.names}
+COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+STRING_COLUMNS = ("uid",)  # metadata strings that become columns (DataComp's sample id)
+INT64 = 1 << 63
 
 
 @dataclass
@@ -73,8 +84,32 @@ class IngestReport:
         return "\n".join(lines)
 
 
+def bounded(error: str) -> str:
+    """One error as a row keeps it: on one line, without the ``; `` that separates errors,
+    at most ``ERROR_CHARS`` characters."""
+    one = " ".join(error.split()).replace("; ", ", ")
+    return one if len(one) <= ERROR_CHARS else one[: ERROR_CHARS - 3] + "..."
+
+
+def promoted(extra: dict | None) -> dict:
+    """The metadata that also becomes typed columns (so SQL ``where`` and ``top`` can use
+    them): numbers and booleans, and ``uid``, under names that are SQL identifiers and not
+    a samples column already (DataComp's ``clip_b32_similarity_score``, COCO's ``image_id``)."""
+    out: dict = {}
+    for k, v in (extra or {}).items():
+        if not COLUMN.match(k) or k.lower() in TAKEN or k.lower() in (o.lower() for o in out):
+            continue
+        if isinstance(v, bool) or (isinstance(v, float)) or (
+                isinstance(v, int) and -INT64 <= v < INT64) or (
+                k in STRING_COLUMNS and isinstance(v, str)):
+            out[k] = v
+    return out
+
+
 def validate(rec: Record, max_pixels: int = MAX_PIXELS, verify: bool = False) -> dict:
-    """One row of the samples table for a record; pure apart from the clock."""
+    """One row of the samples table for a record; pure apart from the clock. A record whose
+    bytes have no place to point at carries them in ``_bytes`` (the ingest process stores
+    them); its promoted metadata is in ``_columns``."""
     errors = list(rec.errors)
     head = probe(rec.image, max_pixels, verify) if rec.image is not None else None
     if head is None and not any(e.split(":")[0] in ("missing_image", "download_failed",
@@ -96,9 +131,10 @@ def validate(rec: Record, max_pixels: int = MAX_PIXELS, verify: bool = False) ->
             errors.append("empty_caption: the caption is empty or only whitespace")
     meta = rec.meta
     extra = meta.get("extra")
-    return dict(
+    row = dict(
         sample_id=content_id(rec.image, rec.caption), status="failed" if errors else "ok",
-        error="; ".join(errors) or None, caption=caption, key=rec.key, source=rec.source,
+        error="; ".join(map(bounded, errors)) or None, caption=caption, key=rec.key,
+        source=rec.source,
         source_kind=rec.kind, image_path=rec.image_path,
         image_offset=rec.image_offset if rec.image_path else None,
         image_length=rec.image_length if rec.image_path else None,
@@ -110,6 +146,12 @@ def validate(rec: Record, max_pixels: int = MAX_PIXELS, verify: bool = False) ->
         sha256=meta.get("sha256"), download_status=meta.get("download_status"),
         meta=json.dumps(extra, sort_keys=True, default=str) if extra else None,
         ingested_at=datetime.now(timezone.utc))
+    if rec.store and rec.image:
+        row["_bytes"] = rec.image
+    cols = promoted(extra if isinstance(extra, dict) else None)
+    if cols:
+        row["_columns"] = cols
+    return row
 
 
 def _str(v: object) -> str | None:
@@ -156,58 +198,106 @@ def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None
            caption_col: str | None = None, key_col: str | None = None,
            part_rows: int = 5000, max_pixels: int = MAX_PIXELS, verify: bool = False,
            progress: bool = True, workers: int | None = None,
-           kind: str | None = None) -> IngestReport:
+           kind: str | None = None, columns: list[str] | None = None,
+           image_root: str | Path | None = None,
+           fetch: FetchConfig | None = None) -> IngestReport:
     """Read every source (in parallel processes) and append the samples not yet in
     ``workspace``; ids are decided in source order, so the result does not depend on
     ``workers``. ``kind`` names the kind of every source (``kinds.kinds()``), skipping
-    detection."""
+    detection; ``columns`` names the columns of a table with no header row (CC3M:
+    ``["caption", "url"]``); ``image_root`` is the folder relative image paths are under
+    (a COCO file's, a table's); ``fetch`` says how URLs are downloaded (once, here)."""
     start = time.time()
     found = kinds.expand(paths, kind)
-    options = Options(image_col, caption_col, key_col)
+    options = Options(image_col, caption_col, key_col, tuple(columns) if columns else None,
+                      str(image_root) if image_root else None, fetch)
     for src in found:  # fails here, before writing, on an unreadable source
         kinds.get(src.kind).check(src, options)
     ws = Workspace.open(workspace, create=True)
     existing = _existing(ws)
     report = IngestReport(sources=len(found))
-    next_part = len(ws.sample_parts())
+    store = ImageStore(ws)
     batch: list[dict] = []
+    empty: list[str] = []
     bar = tqdm(desc="ingest", unit=" samples", disable=not progress, file=sys.stderr,
                mininterval=1.0, delay=1.0)
     jobs = [(src, options, max_pixels, verify) for src in found]
-    for rows in _rows(jobs, (os.cpu_count() or 1) if workers is None else workers):
-        for row in rows:
-            report.inputs += 1
-            bar.update()
-            here = place(Path(row["source"]).name, row["key"])
-            seen_at = existing.get(row["sample_id"])
-            if row["status"] == "ok" and seen_at is not None and seen_at != here:
-                row.update(status="failed", error=f"duplicate_pair: same image and caption "
-                           f"as sample {row['sample_id']}")
-            if row["status"] == "failed":
-                row["sample_id"] = _located_id(row)
-                seen_at = existing.get(row["sample_id"])
-            if seen_at is not None:  # this very row is in the workspace already
-                report.already_present += 1
-                continue
-            existing.add(row["sample_id"], here)
-            report.ok += row["status"] == "ok"
-            report.failed += row["status"] == "failed"
-            for e in (row["error"] or "").split("; "):
-                if e:
-                    report.errors[e.split(":")[0]] += 1
-            batch.append(row)
-            if len(batch) >= part_rows:
-                report.parts.append(_flush(ws, batch, next_part))
-                next_part, batch = next_part + 1, []
-    if batch:
-        report.parts.append(_flush(ws, batch, next_part))
-    bar.close()
+    try:
+        for src, rows in zip(found, _rows(jobs, (os.cpu_count() or 1) if workers is None
+                                           else workers), strict=True):
+            inputs = report.inputs
+            for row in rows:
+                _add(row, report, existing, store, batch)
+                bar.update()
+                if len(batch) >= part_rows:
+                    report.parts.append(_flush(ws, batch, store))
+                    batch = []
+            if report.inputs == inputs:
+                empty.append(f"{src.path} ({kinds.get(src.kind).label or src.kind})")
+        if batch:
+            report.parts.append(_flush(ws, batch, store))
+    finally:
+        store.close()
+        bar.close()
     ws.refresh()
     report.seconds = time.time() - start
+    if empty:
+        raise CurateError(f"{'; '.join(empty)}: no samples in it; curate reads: "
+                          f"{kinds.readable()}")
     return report
 
 
-def _flush(ws: Workspace, rows: list[dict], index: int) -> str:
-    path = ws.sample_part(index)
-    write_parquet(pa.Table.from_pylist(rows, schema=SCHEMA), path)
-    return path.name
+def _add(row: dict, report: IngestReport, existing: SeenIds, store: ImageStore,
+         batch: list[dict]) -> None:
+    """Decide one row's id (a repeat of a pair found elsewhere, or a failure, gets its
+    location hashed in), skip it if the workspace has it, else store its bytes and keep it."""
+    report.inputs += 1
+    data = row.pop("_bytes", None)
+    here = place(Path(row["source"]).name, row["key"])
+    seen_at = existing.get(row["sample_id"])
+    if row["status"] == "ok" and seen_at is not None and seen_at != here:
+        row.update(status="failed", error=f"duplicate_pair: same image and caption "
+                   f"as sample {row['sample_id']}")
+    if row["status"] == "failed":
+        row["sample_id"] = _located_id(row)
+        seen_at = existing.get(row["sample_id"])
+    if seen_at is not None:  # this very row is in the workspace already
+        report.already_present += 1
+        return
+    existing.add(row["sample_id"], here)
+    report.ok += row["status"] == "ok"
+    report.failed += row["status"] == "failed"
+    for e in (row["error"] or "").split("; "):
+        if e:
+            report.errors[e.split(":")[0]] += 1
+    if data is not None:
+        store.put(row, data)
+    batch.append(row)
+
+
+def _flush(ws: Workspace, rows: list[dict], store: ImageStore) -> str:
+    """Write a samples part: the fixed columns, then the promoted metadata typed per part
+    (a name whose values disagree in type stays in ``meta`` only)."""
+    store.flush()  # the bytes the part points at are on disk first
+    extra: dict[str, list] = {}
+    for i, row in enumerate(rows):
+        for k, v in (row.pop("_columns", None) or {}).items():
+            extra.setdefault(k, [None] * len(rows))[i] = v
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    for name, values in extra.items():
+        typ = _type(values)
+        if typ is not None:
+            table = table.append_column(pa.field(name, typ), pa.array(values, typ))
+    return ws.add_sample_part(table).name
+
+
+def _type(values: list) -> pa.DataType | None:
+    """The one Arrow type of a promoted column's values, or None when they disagree."""
+    kinds_ = {type(v) for v in values if v is not None}
+    if kinds_ == {bool}:
+        return pa.bool_()
+    if kinds_ == {str}:
+        return pa.string()
+    if kinds_ and kinds_ <= {int, float}:
+        return pa.int64() if kinds_ == {int} else pa.float64()
+    return None

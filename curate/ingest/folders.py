@@ -8,8 +8,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from curate.errors import CurateError
 from curate.images import IMAGE_EXTS
-from curate.ingest.kinds import Kind, Options, Record, Source, load_file, register
+from curate.ingest.kinds import Kind, Options, Record, Source, load_file, readable, register
+
+
+def check(source: Source, options: Options) -> None:
+    """The folder holds an image or a caption somewhere (else it is nothing curate reads)."""
+    if not any(p.suffix.lower().lstrip(".") in (*IMAGE_EXTS, "txt")
+               for p in Path(source.path).rglob("*") if p.is_file()):
+        raise CurateError(f"{source.path}: a folder with no images, captions or sources in "
+                          f"it; curate reads: {readable()}")
 
 
 def read(source: Source, options: Options) -> Iterator[Record]:
@@ -36,5 +45,5 @@ def read(source: Source, options: Options) -> Iterator[Record]:
             yield rec
 
 
-KIND = register(Kind(name="folder", detect=Path.is_dir, read=read,
+KIND = register(Kind(name="folder", detect=Path.is_dir, read=read, check=check,
                      label="a folder of images", rank=90))

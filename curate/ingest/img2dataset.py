@@ -1,6 +1,8 @@
-"""img2dataset shards: a webdataset tar beside a parquet of the same name (and a
-``_stats.json``). The parquet adds each sample's download metadata, and lists the inputs
-whose download failed: they have no members in the tar but still get a row.
+"""img2dataset shards in its ``webdataset`` output format: a tar beside a parquet of the same
+name (and a ``_stats.json``). The parquet adds each sample's download metadata, and lists the
+inputs whose download failed: they have no members in the tar but still get a row. Its other
+formats are ``img2dataset_parquet`` and ``img2dataset_files``; ``leftovers`` and
+``download_error`` are shared with them.
 """
 
 from __future__ import annotations
@@ -28,33 +30,43 @@ def sidecar(path: Path) -> bool:
 
 
 def check(source: Source, options: Options) -> None:
-    webdataset.check(source, options)
-    _rows(source)
+    webdataset.check(source, options, empty=True)  # every download may have failed
+    rows(Path(source.path).with_suffix(".parquet"))
 
 
 def read(source: Source, options: Options) -> Iterator[Record]:
-    rows = _rows(source)
-    yield from webdataset.records(source, rows)
-    for key, row in rows.items():  # inputs img2dataset could not download
+    by_key = rows(Path(source.path).with_suffix(".parquet"))
+    yield from webdataset.records(source, by_key, options)
+    yield from leftovers(source, by_key, "in the tar")
+
+
+def download_error(row: dict, where: str) -> str:
+    """The error of an input img2dataset lists: its status and message, or, when it says
+    ``success``, that its image is not ``where`` it should be (``in the tar``)."""
+    status = row.get("status") or "missing"
+    if status == "success":
+        return f"missing_image: listed in the parquet but not {where}"
+    return f"{status}: {row.get('error_message') or 'no image ' + where}"
+
+
+def leftovers(source: Source, by_key: dict[str, dict], where: str) -> Iterator[Record]:
+    """A failed row for each input of ``by_key`` (those with no sample found)."""
+    for key, row in by_key.items():
         rec = Record(key, source.path, source.kind)
         caption = row.get("caption")
         rec.caption = caption.encode() if isinstance(caption, str) else None
         rec.meta.update(webdataset.meta(row))
-        status = row.get("status") or "missing"
-        rec.errors.append(f"{status}: {row.get('error_message') or 'no image in the tar'}"
-                          if status != "success" else "missing_image: listed in the parquet "
-                          "but not in the tar")
+        rec.errors.append(download_error(row, where))
         yield rec
 
 
-def _rows(source: Source) -> dict[str, dict]:
-    """The parquet's rows by key."""
-    path = Path(source.path).with_suffix(".parquet")
+def rows(path: Path) -> dict[str, dict]:
+    """The rows of an img2dataset parquet by key."""
     try:
-        rows = pq.read_table(path).to_pylist()
+        table = pq.read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as e:
         raise CurateError(f"{path}: cannot read the img2dataset parquet ({e})") from None
-    return {str(r["key"]): r for r in rows if r.get("key") is not None}
+    return {str(r["key"]): r for r in table if r.get("key") is not None}
 
 
 KIND = register(Kind(name="img2dataset", detect=detect, read=read, check=check,

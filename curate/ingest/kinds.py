@@ -33,6 +33,7 @@ class Record:
     caption: bytes | None = None
     meta: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    store: bool = False  # bytes not addressable in place: ingest copies them into the workspace
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,17 @@ class Source:
 
 @dataclass(frozen=True)
 class Options:
-    """What the user said about a source's columns (tables); ``None`` means find it."""
+    """What the user said about a source: its columns (tables, and the fields of a tar's
+    ``.json``), the names of a headerless table's columns, the folder a COCO file's or a
+    table's relative image paths are under; ``None`` means find it. ``fetch``: how URLs are
+    downloaded (``curate.ingest.fetch.FetchConfig``; its defaults when ``None``)."""
 
     image_col: str | None = None
     caption_col: str | None = None
     key_col: str | None = None
+    columns: tuple[str, ...] | None = None
+    image_root: str | None = None
+    fetch: object | None = None
 
 
 def _readable(source: Source, options: Options) -> None:
@@ -77,6 +84,7 @@ class Kind:
 
 _KINDS: dict[str, Kind] = {}
 _FOUND = False
+FALLBACK = 90  # the rank of the kind asked last (``folder``: any folder at all)
 
 
 def register(kind: Kind) -> Kind:
@@ -145,10 +153,13 @@ def detect(path: Path, in_glob: bool = False, forced: Kind | None = None) -> lis
     glob is skipped; named alone, a file no kind knows is an error."""
     if not path.exists():
         raise CurateError(f"{path}: no such file or folder")
+    if path.is_dir() and not forced:  # a folder that is itself a source (save_to_disk, ...)
+        own = _file(path, [k for k in kinds() if k.rank < FALLBACK])
+        if own:
+            return own
     if path.is_dir() and not (forced and forced.detect(path)):
         order = [forced] if forced else [k for k in kinds() if k.shards]
-        shards = [s for f in sorted(path.iterdir()) if f.is_file()
-                  for s in _file(f, order) or []]
+        shards = [s for f in sorted(path.iterdir()) for s in _file(f, order) or []]
         if shards:
             return shards
         if forced:
@@ -163,6 +174,11 @@ def detect(path: Path, in_glob: bool = False, forced: Kind | None = None) -> lis
         labels = [k.label or k.name for k in kinds()]
         raise CurateError(f"{path}: not {', '.join(labels[:-1])} or {labels[-1]}")
     return got
+
+
+def readable() -> str:
+    """The kinds curate reads, for messages: ``img2dataset, webdataset, ...``."""
+    return ", ".join(k.name for k in kinds())
 
 
 def _file(path: Path, order: list[Kind], in_glob: bool = False) -> list[Source] | None:

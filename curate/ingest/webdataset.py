@@ -1,6 +1,9 @@
-"""Plain webdataset tars: members grouped by key (``0001.jpg``, ``0001.txt``, ``0001.json``),
-the caption in ``.txt`` or in the ``.json``'s ``caption``. img2dataset's reader reuses
-``records`` and ``check``, adding its parquet.
+"""Plain webdataset tars, ``.tar.gz`` too: members grouped by key (``0001.jpg``,
+``0001.txt``, ``0001.json``), the caption in ``.txt``, else in the ``.json``'s ``caption``, else
+its ``text`` (DataComp's shards), or in the ``.json`` field ``--caption-column`` names. The
+images of a plain tar are read in place; those of a compressed one are copied into the
+workspace at ingest (a gzip member has no byte range to point at). img2dataset's reader
+reuses ``records`` and ``check``, adding its parquet.
 """
 
 from __future__ import annotations
@@ -22,42 +25,63 @@ META_COLUMNS = {"url": "url", "key": "orig_key", "width": "width_i2d", "height":
                 "error_message": "download_error"}
 
 
+TAR_EXTS = (".tar", ".tar.gz", ".tgz")
+
+
 def is_tar(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(".tar")
+    return path.is_file() and path.name.lower().endswith(TAR_EXTS)
 
 
-def check(source: Source, options: Options) -> None:
-    """The tar opens and its first header reads."""
+def _mode(path: str) -> str:
+    return "r:" if path.lower().endswith(".tar") else "r:gz"
+
+
+def check(source: Source, options: Options, empty: bool = False) -> None:
+    """The tar opens and its first header reads (an empty tar is refused unless ``empty``:
+    on its own it holds nothing)."""
     try:
-        with tarfile.open(source.path, "r:") as tar:
-            tar.next()
-    except (tarfile.TarError, OSError) as e:
+        with tarfile.open(source.path, _mode(source.path)) as tar:
+            first = tar.next()
+    except (tarfile.TarError, OSError, EOFError) as e:
         raise CurateError(f"{source.path}: cannot read as a tar ({e})") from None
+    if first is None and not empty:
+        raise CurateError(f"{source.path}: an empty tar, no samples in it")
 
 
 def read(source: Source, options: Options) -> Iterator[Record]:
-    return records(source, {})
+    return records(source, {}, options)
 
 
-def records(source: Source, rows: dict[str, dict]) -> Iterator[Record]:
+def records(source: Source, rows: dict[str, dict],
+            options: Options | None = None) -> Iterator[Record]:
     """The samples of a tar with their metadata: the row of ``rows`` with the sample's key
     (popped, so the rows left after are those with no sample in the tar), else its .json."""
+    named = options.caption_col if options else None
     for rec in _groups(source):
-        raw = rec.meta.pop("_json", None)
-        info: dict = {}
-        if raw is not None:
-            try:
-                info = json.loads(raw)
-                info = info if isinstance(info, dict) else {}
-            except (ValueError, UnicodeDecodeError):
-                rec.errors.append("bad_json: the .json member is not valid JSON")
-        if rec.caption is None and isinstance(info.get("caption"), str):
-            rec.caption = info["caption"].encode()
-        row = rows.pop(rec.key, None) or info
-        rec.meta.update(meta(row))
-        rec.meta["extra"] = {k: v for k, v in info.items() if k not in META_COLUMNS
-                             and k != "caption"} or None
+        describe(rec, rec.meta.pop("_json", None), rows, named)
         yield rec
+
+
+def describe(rec: Record, raw: bytes | None, rows: dict[str, dict], named: str | None) -> None:
+    """Fill ``rec``'s caption (unless a .txt gave one: from the .json's field ``named``, else
+    its ``caption``, else its ``text``) and metadata (its row of ``rows``, popped, else the
+    .json) from the sample's .json bytes ``raw``."""
+    info: dict = {}
+    if raw is not None:
+        try:
+            info = json.loads(raw)
+            info = info if isinstance(info, dict) else {}
+        except (ValueError, UnicodeDecodeError):
+            rec.errors.append("bad_json: the .json member is not valid JSON")
+    used = named if named in info else None if named else next(
+        (c for c in ("caption", "text") if c in info), None)
+    if used is not None and (named or rec.caption is None) and info[used] is not None:
+        value = info[used]
+        rec.caption = value.encode() if isinstance(value, str) else str(value).encode()
+    row = rows.pop(rec.key, None) or info
+    rec.meta.update(meta(row))
+    rec.meta["extra"] = {k: v for k, v in info.items() if k not in META_COLUMNS
+                         and k != used} or None
 
 
 def meta(row: dict) -> dict:
@@ -74,9 +98,10 @@ def _split(name: str) -> tuple[str, str]:
 def _groups(source: Source) -> Iterator[Record]:
     """Group consecutive tar members by key, as webdataset does; a truncated tar ends the
     iteration with an error on the sample it cut."""
+    gz = _mode(source.path) == "r:gz"
     try:
-        tar = tarfile.open(source.path, "r:")
-    except (tarfile.TarError, OSError) as e:
+        tar = tarfile.open(source.path, _mode(source.path))
+    except (tarfile.TarError, OSError, EOFError) as e:
         raise CurateError(f"{source.path}: cannot read as a tar ({e})") from None
     cur: Record | None = None
     seen: set[str] = set()
@@ -90,7 +115,7 @@ def _groups(source: Source) -> Iterator[Record]:
                 cur.errors.append(f"truncated_tar: {e}")
                 break
             if member is None:
-                tail = _tail_error(source.path, tar.offset)
+                tail = None if gz else _tail_error(source.path, tar.offset)
                 if tail:
                     if cur is not None:
                         yield cur
@@ -118,7 +143,7 @@ def _groups(source: Source) -> Iterator[Record]:
             except (tarfile.TarError, EOFError, OSError) as e:
                 cur.errors.append(f"truncated_tar: {member.name}: {e}")
                 break
-            _put(cur, field_, data, member)
+            _put(cur, field_, data, member, gz)
     if cur is not None:
         yield cur
 
@@ -137,12 +162,14 @@ def _tail_error(path: str, offset: int) -> str | None:
 
 
 def _has(rec: Record, field_: str) -> bool:
-    return {"image": rec.image_path, "txt": rec.caption, "json": rec.meta.get("_json")}[
+    return {"image": rec.image, "txt": rec.caption, "json": rec.meta.get("_json")}[
         field_] is not None
 
 
-def _put(rec: Record, field_: str, data: bytes, member: tarfile.TarInfo) -> None:
-    if field_ == "image":
+def _put(rec: Record, field_: str, data: bytes, member: tarfile.TarInfo, gz: bool) -> None:
+    if field_ == "image" and gz:  # no byte range in the file: copied at ingest
+        rec.image, rec.image_length, rec.store = data, member.size, True
+    elif field_ == "image":
         rec.image, rec.image_path = data, rec.source
         rec.image_offset, rec.image_length = member.offset_data, member.size
     elif field_ == "txt":
