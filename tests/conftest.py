@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CURATE_CACHE", str(ROOT / ".venv" / "curate-cache"))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".venv" / "numba-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# torch's threads sleep instead of spinning while they wait: on a loaded machine spinning cost
+# proxy training 9x (27 against 245 samples/s); results are the same
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 POOL_N, POOL_SHARD, POOL_SEED = 600, 200, 7
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from curate.cli.declare import WORKSPACE, Lib, Verb, arg, positive_int
+from curate.errors import CurateError
 
 
 def _synth(a: argparse.Namespace) -> None:
@@ -19,9 +20,17 @@ def _synth(a: argparse.Namespace) -> None:
 
 def _ingest(a: argparse.Namespace) -> None:
     from curate.ingest import ingest
+    from curate.ingest.fetch import FetchConfig
+    try:
+        fetch = FetchConfig(workers=a.fetch_workers, timeout=a.fetch_timeout,
+                            deadline=a.fetch_deadline, max_bytes=a.max_image_bytes)
+    except ValueError as e:
+        raise CurateError(str(e)) from None
+    columns = [c.strip() for c in a.columns.split(",")] if a.columns else None
     report = ingest(a.sources, a.workspace, image_col=a.image_column,
                     caption_col=a.caption_column, key_col=a.key_column, verify=a.verify,
-                    max_pixels=a.max_pixels, kind=a.kind)
+                    max_pixels=a.max_pixels, kind=a.kind, columns=columns,
+                    image_root=a.image_root, fetch=fetch)
     print(report.summary())
 
 
@@ -51,6 +60,7 @@ def _demo(a: argparse.Namespace) -> None:
 
 
 SYNTH = "curate.synth:make_pool"
+FETCH = "curate.ingest.fetch:FetchConfig"
 
 VERBS = (
     Verb("synth", "write a synthetic pool with ground truth", _synth, (
@@ -73,7 +83,17 @@ VERBS = (
         arg("--max-pixels", type=positive_int, default=Lib("curate.ingest:ingest", "max_pixels"),
             help="decompression-bomb limit (width*height)"),
         arg("--kind", help="read every source as this kind instead of detecting it "
-            "(img2dataset, webdataset, table, folder, ...; a wrong name lists them)"),
+            "(img2dataset, webdataset, table, coco, hf_parquet, ...; a wrong name lists them)"),
+        arg("--columns", help="names of a headerless table's columns, e.g. caption,url (CC3M)"),
+        arg("--image-root", help="folder of a COCO captions file's images"),
+        arg("--fetch-workers", type=positive_int, default=Lib(FETCH, "workers"),
+            help="URL downloads in flight"),
+        arg("--fetch-timeout", type=float, default=Lib(FETCH, "timeout"),
+            help="seconds for a connect and for each read"),
+        arg("--fetch-deadline", type=float, default=Lib(FETCH, "deadline"),
+            help="seconds for one URL in all"),
+        arg("--max-image-bytes", type=positive_int, default=Lib(FETCH, "max_bytes"),
+            help="a larger download is a failed row (failed_to_download)"),
     )),
     Verb("verify", "check every part, pass, selection and map against its manifest; exit 1 "
          "when something is wrong", _verify, (

@@ -43,6 +43,7 @@ from curate.ingest.fetch import FetchConfig
 from curate.ingest.kinds import Options, Record
 from curate.ingest.seen import SeenIds, place
 from curate.ingest.store import ImageStore
+from curate.lock import writes
 from curate.workspace import Workspace
 
 SCHEMA = pa.schema([
@@ -194,6 +195,7 @@ def _rows(jobs: list[tuple], workers: int) -> Iterator[Iterator[dict] | list[dic
         yield from pool.imap(_read_validated, jobs)
 
 
+@writes("ingest")
 def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None,
            caption_col: str | None = None, key_col: str | None = None,
            part_rows: int = 5000, max_pixels: int = MAX_PIXELS, verify: bool = False,
