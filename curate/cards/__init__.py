@@ -24,6 +24,8 @@ from curate.cards.facts import facts
 from curate.cards.plots import histograms, selection_map
 from curate.errors import CurateError
 from curate.files import atomic_path, read_json
+from curate.integrity import require_complete
+from curate.lock import writes
 from curate.workspace import EXPORT_DONE, Workspace
 
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
@@ -35,12 +37,16 @@ def size_category(n: int) -> str:
     return next((c for limit, c in SIZE_CATEGORIES if n < limit), "n>1B")
 
 
+@writes("card")
 def write_card(workspace: str | Path, selection: str, out: str | Path | None = None,
-               export_dir: str | Path | None = None, export_info: dict | None = None) -> Path:
+               export_dir: str | Path | None = None, export_info: dict | None = None,
+               allow_partial: bool = False) -> Path:
     """Write the card of ``selection`` to ``out`` (default ``data_cards/NAME.md`` in the
     workspace) with its pictures in ``NAME_files/`` beside it, and the same card as
-    ``README.md`` in ``export_dir`` (default: the selection's last finished export)."""
+    ``README.md`` in ``export_dir`` (default: the selection's last finished export). A card
+    reports the passes' manifests, so an incomplete pass is refused unless ``allow_partial``."""
     ws = Workspace.open(workspace)
+    require_complete(ws, "card", allow_partial)
     if not ws.selection(selection).json.exists():
         have = ws.selection_names()
         raise CurateError(f"no selection {selection!r} in {ws.root} (have: "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from curate.cli.declare import WORKSPACE, Lib, Verb, arg
+from curate.cli.declare import ALLOW_PARTIAL, WORKSPACE, Lib, Verb, arg
 
 
 def _map(a: argparse.Namespace) -> None:
@@ -12,7 +12,8 @@ def _map(a: argparse.Namespace) -> None:
     from curate.maps.io import summary
     from curate.workspace import Workspace
     m = make_map(a.workspace, name=a.name, embedding=a.embedding, model=a.model,
-                 params=MapParams(sample=a.sample, clusters=a.clusters, seed=a.seed))
+                 params=MapParams(sample=a.sample, clusters=a.clusters, seed=a.seed),
+                 allow_partial=a.allow_partial)
     print(summary(m, Workspace.open(a.workspace)))
 
 
@@ -39,6 +40,7 @@ VERBS = (
              arg("--clusters", type=int, default=Lib(PARAMS, "clusters"),
                  help="k-means clusters, 0 to choose automatically"),
              arg("--seed", type=int, default=Lib(PARAMS, "seed"), help="random seed"),
+             ALLOW_PARTIAL,
          )),
     Verb("render", "draw a map with datashader into a PNG", _render, (
         WORKSPACE,

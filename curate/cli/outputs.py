@@ -33,7 +33,8 @@ def _export(a: argparse.Namespace) -> None:
 
 def _card(a: argparse.Namespace) -> None:
     from curate.cards import write_card
-    print(write_card(a.workspace, a.selection, a.out, a.export))
+    print(write_card(a.workspace, a.selection, a.out, a.export,
+                     allow_partial=a.allow_partial))
 
 
 def _shard_size_help() -> str:
@@ -92,5 +93,6 @@ VERBS = (
         arg("-o", "--out", help="card path (default: WORKSPACE/data_cards/NAME.md)"),
         arg("--export", help="also write it as README.md into this export folder (default: "
             "the selection's last export)"),
+        ALLOW_PARTIAL,
     )),
 )

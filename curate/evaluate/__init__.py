@@ -39,6 +39,7 @@ from curate.evaluate.heldout import (
 )
 from curate.files import write_json
 from curate.images import decode_rgb, read_bytes
+from curate.lock import writes
 from curate.models import tinyclip
 from curate.workspace import Workspace
 
@@ -98,6 +99,7 @@ def _training_set(ws: Workspace, name: str, ids: list[str], preprocess: Any,
     return torch.stack(images), captions, len(ids) - len(images)
 
 
+@writes("evaluate")
 def evaluate(workspace: str | Path, selections: list[str], steps: int = 300,
              batch_size: int = 128, seed: int = 0, heldout: str | Path | None = None,
              heldout_n: int = 1000, seeds: list[int] | None = None) -> list[dict]:

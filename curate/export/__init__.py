@@ -162,7 +162,8 @@ def export(workspace: str | Path, selection: str, out: str | Path,
             "pattern": pattern(name, len(shards), writer.suffix), "shards": shards,
             "curate_version": __version__, "members": writer.members}
     if card:
-        write_card(ws.root, selection, export_dir=out, export_info=info)
+        write_card(ws.root, selection, export_dir=out, export_info=info,
+                   allow_partial=allow_partial)
     finish(ws, out, info)
     return _finished(report, shards, t0)
 

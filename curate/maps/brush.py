@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
+from curate.lock import writes
 from curate.maps.io import read_manifest
 from curate.select.store import SelectReport, check_free, write_selection
 from curate.workspace import Workspace
@@ -29,6 +30,7 @@ def geometry(selection: Any) -> dict | None:
     return None
 
 
+@writes("select")
 def save_brush(workspace: Workspace | str | Path, name: str, ids: list[str], map_name: str,
                shape: dict | None, overwrite: bool = False) -> SelectReport:
     """Write the brushed ``ids`` as selection ``name`` (rule ``brush``; parameters: the map

@@ -8,6 +8,7 @@ same name replaces it. ``check_map`` says when the workspace's samples changed s
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +23,9 @@ import pyarrow.parquet as pq
 from curate import __version__
 from curate.arrays import normalize, vectors
 from curate.errors import CurateError
-from curate.files import read_json, write_json, write_parquet
+from curate.files import read_json
+from curate.integrity import require_complete
+from curate.lock import writes
 from curate.maps.labels import cluster_labels
 from curate.maps.layout import MapParams, Progress, layout
 from curate.workspace import Workspace, model_key
@@ -80,10 +83,12 @@ def list_maps(ws: Workspace) -> list[str]:
     return ws.map_names()
 
 
+@writes("map")
 def make_map(workspace: str | Path, name: str = "default", embedding: str = "image",
              model: str | None = None, params: MapParams | None = None,
-             progress: bool | Progress = True) -> dict:
-    """Lay out, cluster and label one embedding of every sample; returns the manifest."""
+             progress: bool | Progress = True, allow_partial: bool = False) -> dict:
+    """Lay out, cluster and label one embedding of every sample; returns the manifest.
+    Incomplete embeddings are refused unless ``allow_partial``."""
     import torch  # lazily, with curate.cluster (torch too): heavy, and only a new map needs it
 
     from curate.cluster import assign, kmeans
@@ -92,6 +97,7 @@ def make_map(workspace: str | Path, name: str = "default", embedding: str = "ima
     params = params or MapParams()
     ws = Workspace.open(workspace)
     files = ws.map_files(name)  # checks the name first
+    require_complete(ws, "map", allow_partial, kinds=("embeddings",))
     key = resolve_model(ws, model)
     say, close = _reporter(progress)
     say("reading embeddings", 0, 1)
@@ -117,7 +123,6 @@ def make_map(workspace: str | Path, name: str = "default", embedding: str = "ima
     table = table.append_column("cluster_label", pa.array(
         [labels[c]["label"] for c in range(k)], pa.string()).take(pa.array(cluster)))
     seconds["label"] = time.time() - t
-    write_parquet(table, files.parquet)
     seconds["total"] = time.time() - t0
     manifest = {
         "name": name, "method": "umap-sample-place",
@@ -137,7 +142,10 @@ def make_map(workspace: str | Path, name: str = "default", embedding: str = "ima
         "samples_parts": len(ws.sample_parts()), "curate_version": __version__,
         "umap_version": _version("umap-learn"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(manifest, files.json)
+    # both files appear together: a killed replace leaves the old map or the new one
+    with ws.replace_together(f"map-{name}", [files.parquet, files.json]) as (points, meta):
+        pq.write_table(table, points, compression="zstd")
+        meta.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     close()
     return manifest
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from curate.files import atomic_path
+from curate.lock import writes
 from curate.maps.frames import load_points
 from curate.workspace import Workspace
 
@@ -146,6 +147,7 @@ def figure(frame: pd.DataFrame, color: str | None = "cluster", title: str | None
     return fig, ax
 
 
+@writes("render")
 def render_map(workspace: str | Path, name: str = "default", color: str | None = "cluster",
                out: str | Path | None = None, size: int = 800) -> Path:
     """Draw map ``name`` coloured by ``color`` (a ``pairs`` column or ``cluster``; None for

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from curate.arrays import vectors
 from curate.errors import CurateError
 from curate.files import atomic_path
+from curate.lock import writes
 from curate.models import weights_sha256
 from curate.passes.embed import embed
 from curate.workspace import Workspace
@@ -103,6 +104,7 @@ def labelled_embeddings(ws: Workspace, model: str, ids: list[str], rating: np.nd
     return x.astype(np.float32), y.astype(np.float32), len(ids) - len(y)
 
 
+@writes("fit-aesthetic")
 def fit_aesthetic(workspace: str | Path, labels: str | Path, model: str = "tiny-clip", *,
                   out: str | Path, epochs: int = 50, seed: int = 0) -> dict[str, Any]:
     """Train an aesthetic head on ``labels`` (Parquet: sample_id, rating); save it to ``out``."""
