@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import urllib.request
 import warnings
 from collections import OrderedDict
@@ -49,7 +50,7 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS, verify: bool = False) -> Pr
         fmt = _sniff(data)
         if fmt and _truncated(data, fmt):
             return Probe(fmt, error=f"truncated_image: {fmt} data ends inside its header")
-        return Probe(error=f"undecodable_image: {type(e).__name__}: {e}".splitlines()[0])
+        return Probe(error=decode_error(e))
     if w * h > max_pixels:
         return Probe(fmt, w, h, f"decompression_bomb: {w}x{h} exceeds {max_pixels} pixels")
     if _truncated(data, fmt):
@@ -60,11 +61,18 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS, verify: bool = False) -> Pr
                 warnings.simplefilter("ignore")
                 img.load()
         except Exception as e:
-            return Probe(fmt, w, h, f"undecodable_image: {type(e).__name__}: {e}")
+            return Probe(fmt, w, h, decode_error(e))
     return Probe(fmt, w, h)
 
 
 _MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png", b"GIF8": "gif"}
+
+
+def decode_error(e: Exception) -> str:
+    """The ``undecodable_image`` error of an exception, on one line and the same in every run
+    (PIL names the ``BytesIO`` it read by its memory address: left out)."""
+    text = re.sub(r" <[^<>]* at 0x[0-9a-fA-F]+>", "", f"{type(e).__name__}: {e}")
+    return f"undecodable_image: {text}".splitlines()[0]
 
 
 def _sniff(data: bytes) -> str | None:

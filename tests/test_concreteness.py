@@ -133,8 +133,8 @@ def test_icc_without_weights_fails_fast(model: str, tmp_path: Path, ingested: Pa
 
 
 def test_icc_scores_are_the_first_logit_of_a_local_model(tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
+    import torch
+    import transformers
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "on", "the", "grass",
              "love", "of", "life"]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")

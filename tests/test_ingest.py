@@ -276,3 +276,18 @@ def test_kind_overrides_detection(pool: Path, tmp_path: Path, workspace: Path) -
         ingest([str(pool)], tmp_path / "ws3", progress=False, kind="tarball")
     assert {"img2dataset", "webdataset", "table", "folder"} <= set(
         str(e.value).split("use one of: ")[1].split(", "))
+
+
+def test_error_texts_are_the_same_in_every_run(tmp_path: Path) -> None:
+    """PIL names the buffer it read by its memory address; the error column leaves it out, so
+    two ingests of the same bytes write the same rows."""
+    shard = badinput.write_tar(tmp_path / "s.tar", [("a.jpg", b"not an image at all"),
+                                                    ("a.txt", b"a caption")])
+    errors = []
+    for ws in ("one", "two"):
+        ingest([str(shard)], tmp_path / ws, progress=False)
+        errors.append(pq.read_table(tmp_path / ws / "samples" / "part-000000.parquet",
+                                    columns=["error"])["error"].to_pylist())
+    assert errors[0] == errors[1]
+    assert errors[0][0].startswith("undecodable_image: UnidentifiedImageError: cannot "
+                                   "identify image file") and " at 0x" not in errors[0][0]

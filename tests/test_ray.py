@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import ray  # a dev dependency: these tests run, never skip
 
 from curate.cli import main
 from curate.errors import CurateError
@@ -15,8 +16,6 @@ from curate.files import read_json
 from curate.passes.embed import embed
 from curate.passes.score import score
 from curate.workspace import Workspace
-
-ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     except CurateError as e:
         print(f"curate {args.command}: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away: point stdout at /dev/null so the exit's flush is quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
     except OSError as e:
         if e.errno not in RESOURCE_ERRORS:
             raise
@@ -59,8 +63,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"curate {args.command}: interrupted; run it again to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # the reader went away: point stdout at /dev/null so the exit's flush is quiet too
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return SIGPIPE_STATUS
     return status or 0

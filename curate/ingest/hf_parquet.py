@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
@@ -19,22 +18,15 @@ from curate.ingest import tabular
 from curate.ingest.kinds import Kind, Options, Record, Source, register
 
 
-def _schema(path: Path) -> pa.Schema | None:
-    try:
-        return pq.read_schema(path)
-    except (pa.ArrowException, OSError):
-        return None
-
-
 def detect(path: Path) -> bool:
     if not (path.is_file() and path.name.lower().endswith(".parquet")):
         return False
-    schema = _schema(path)
+    schema = tabular.parquet_schema(path)
     return schema is not None and any(tabular.is_bytes(f.type) for f in schema)
 
 
 def check(source: Source, options: Options) -> None:
-    schema = _schema(Path(source.path))
+    schema = tabular.parquet_schema(Path(source.path))
     if schema is None:
         raise CurateError(f"{source.path}: cannot read the parquet")
     tabular.find_columns(source, schema, options)

@@ -21,17 +21,10 @@ from curate.ingest.kinds import Kind, Options, Record, Source, register
 IMAGE_COLUMNS = ("jpg", "png", "webp")
 
 
-def _schema(path: Path) -> pa.Schema | None:
-    try:
-        return pq.read_schema(path)
-    except (pa.ArrowException, OSError):
-        return None
-
-
 def detect(path: Path) -> bool:
     if not (path.is_file() and path.name.lower().endswith(".parquet")):
         return False
-    schema = _schema(path)
+    schema = tabular.parquet_schema(path)
     return schema is not None and {"key", "status"} <= set(schema.names) and any(
         c in schema.names and tabular.is_bytes(schema.field(c).type) for c in IMAGE_COLUMNS)
 
@@ -50,7 +43,7 @@ def _columns(source: Source, schema: pa.Schema, options: Options) -> tuple[str, 
 
 
 def check(source: Source, options: Options) -> None:
-    schema = _schema(Path(source.path))
+    schema = tabular.parquet_schema(Path(source.path))
     if schema is None:
         raise CurateError(f"{source.path}: cannot read the img2dataset parquet")
     _columns(source, schema, options)

@@ -32,6 +32,15 @@ CAPTION_COLUMNS = ("caption", "text", "alt", "txt", "title", "TEXT", "sentence",
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # fetched (http, https) or refused; file:// read
 
 
+def parquet_schema(path: Path) -> pa.Schema | None:
+    """A Parquet file's schema, or None when it is not one (for a kind's ``detect``)."""
+    import pyarrow.parquet as pq
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError):
+        return None
+
+
 def is_bytes(t: pa.DataType) -> bool:
     """A column of image bytes: binary, or a struct with a binary ``bytes`` field (HF Image)."""
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):

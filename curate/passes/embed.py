@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curate.images import decode_rgb, read_bytes
+from curate.images import decode_error, decode_rgb, read_bytes
 from curate.lock import writes
 from curate.passes import ray as ray_engine
 from curate.passes.runner import Job, PassReport, input_rows, ok_count, run
@@ -64,7 +64,7 @@ class ImageRefs:
                               refs["image_length"][j])
             return i, self.preprocess(decode_rgb(data)), None
         except Exception as e:  # any decode failure becomes data, not a crash
-            return i, None, f"undecodable_image: {type(e).__name__}: {e}".splitlines()[0]
+            return i, None, decode_error(e)
 
     def batches(self, batch_size: int) -> list[list[int]]:
         """Batches that never cross a part boundary, so each part's output is independent."""
