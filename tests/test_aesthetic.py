@@ -98,6 +98,7 @@ def test_another_head_at_the_same_path_is_not_mixed_with_old_scores(
     assert not (out / "part-000000.parquet").exists()
 
 
+@pytest.mark.slow
 def test_fitted_head_ranks_unseen_samples_by_rating(ws: Path, clean: pl.DataFrame,
                                                     tmp_path: Path) -> None:
     labels = tmp_path / "labels.parquet"
@@ -150,6 +151,7 @@ def test_head_of_another_dim_fails_before_any_work(ingested: Path, tmp_path: Pat
     assert not (ws / "embeddings").exists() and not (ws / "scores").exists()
 
 
+@pytest.mark.slow
 def test_cli_fits_then_scores(ws: Path, clean: pl.DataFrame, tmp_path: Path,
                               capsys: pytest.CaptureFixture) -> None:
     labels = tmp_path / "labels.parquet"

@@ -72,6 +72,7 @@ def test_every_number_comes_from_the_manifests(ws: Path, tmp_path: Path) -> None
     assert Image.open(tmp_path / "clean_files" / "scores.png").size[0] > 300
 
 
+@pytest.mark.slow
 def test_regenerating_gives_the_same_bytes_and_the_export_a_copy(ws: Path,
                                                                  tmp_path: Path) -> None:
     own = tmp_path / "ws"
@@ -98,6 +99,7 @@ def test_regenerating_gives_the_same_bytes_and_the_export_a_copy(ws: Path,
         (first.parent / "clean_files" / "scores.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_proxy_training_and_the_map_appear_when_they_exist(ws: Path, tmp_path: Path) -> None:
     own = tmp_path / "ws"
     shutil.copytree(ws, own)

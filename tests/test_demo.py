@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the whole module: see `make test-fast`
+
 
 def test_demo_runs_and_a_second_run_adds_nothing(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "curate.cli", "demo", "-w", str(tmp_path / "ws"), "-n", "400"]

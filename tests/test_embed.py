@@ -83,6 +83,7 @@ def test_image_that_fails_to_decode_is_a_row(tmp_path: Path, workspace: Path) ->
     assert e["image_emb"][1] is None and e["text_emb"][1] is not None
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(embedded: Path, ingested: Path,
                                                tmp_path: Path) -> None:
     ws = tmp_path / "ws"
@@ -124,6 +125,7 @@ def test_embed_adds_parts_for_newly_ingested_samples(embedded: Path, tmp_path: P
     assert pq.read_table(ws / EMB / "part-000006.parquet").num_rows == 1
 
 
+@pytest.mark.slow
 def test_missing_weights_fail_at_once_with_a_hint(tmp_path: Path, ingested: Path) -> None:
     missing = tmp_path / "nowhere" / "open_clip_pytorch_model.bin"
     t = time.time()

@@ -95,6 +95,7 @@ def test_webdataset_reads_every_sample_with_the_source_bytes(scored: Path,
     assert (joined["clip_score"] == joined["clip_score_src"]).all()
 
 
+@pytest.mark.slow
 def test_open_clip_trains_an_epoch_on_the_export(exported: Path, tmp_path: Path) -> None:
     """open_clip's own training entry point, told nothing about the number of samples."""
     from curate.models.tinyclip import TINY_ARCH, cache_dir, register_arch
@@ -284,6 +285,7 @@ def kill_export(where: str, ws: Path, out: Path, selection: str) -> subprocess.C
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["before-rename", "after-rename"])
 def test_killed_export_resumes_to_the_same_bytes(scored: Path, tmp_path: Path,
                                                  where: str) -> None:
@@ -306,6 +308,7 @@ def test_killed_export_resumes_to_the_same_bytes(scored: Path, tmp_path: Path,
     assert again.shards_written == 0 and again.shards_skipped == 8
 
 
+@pytest.mark.slow
 def test_bad_targets_fail_cleanly(scored: Path, exported: Path, tmp_path: Path) -> None:
     r = curate_cli("export", "-w", str(scored), "missing", str(tmp_path / "a"))
     assert r.returncode == 2 and "no selection 'missing'" in r.stderr
@@ -341,6 +344,7 @@ def test_moved_source_shard_fails_before_writing(own_pool: Path, tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_rewritten_source_shard_fails_and_leaves_nothing(own_pool: Path,
                                                         tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -355,6 +359,7 @@ def test_rewritten_source_shard_fails_and_leaves_nothing(own_pool: Path,
     assert not out.exists()  # the unfinished export's shards are gone with it
 
 
+@pytest.mark.slow
 def test_changed_image_bytes_fail_the_hash_check(own_pool: Path, tmp_path: Path) -> None:
     s = samples(own_pool).filter(pl.col("status") == "ok").sort("image_path", "image_offset")
     row = s.row(len(s) // 2, named=True)  # the middle image: in-place, same length

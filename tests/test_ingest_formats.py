@@ -103,6 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 QUICK = FetchConfig(workers=8, timeout=2.0, deadline=1.5, max_bytes=100_000)
 
 
+@pytest.mark.slow
 def test_headerless_tsv_of_urls_is_fetched_once_into_the_workspace(
         server: tuple[str, Path], tmp_path: Path, workspace: Path) -> None:
     base, root = server

@@ -144,6 +144,7 @@ def test_text_and_joint_maps_cover_their_samples(ws: Path, truth: pd.DataFrame) 
     assert j["embedding"]["dim"] == 128
 
 
+@pytest.mark.slow
 def test_render_categorical_and_continuous(ws: Path, tmp_path: Path) -> None:
     out = render_map(ws, "fine", "cluster", tmp_path / "clusters.png", size=400)
     img = np.asarray(Image.open(out).convert("RGB")).astype(int)

@@ -45,6 +45,7 @@ def _rank_auroc(pos: list[float], neg: list[float]) -> float:
     return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(tmp_path: Path) -> None:
     kw = {"seed": 3, "steps": 8, "n_train": 512, "batch_size": 128}
     reports = [tinyclip.train_tiny_clip(tmp_path / d, **kw) for d in ("a", "b")]

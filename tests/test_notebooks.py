@@ -72,6 +72,7 @@ def plain(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]*>", " ", html))
 
 
+@pytest.mark.slow
 def test_marimo_check_strict() -> None:
     r = subprocess.run([*MARIMO, "check", "--strict", str(NOTEBOOKS)], capture_output=True,
                        text=True, cwd=ROOT)
@@ -92,6 +93,7 @@ def test_explore_brush_shows_the_brushed_samples(ws: Path, monkeypatch: pytest.M
     assert "No map yet" not in text and "warn" not in text
 
 
+@pytest.mark.slow
 def test_explore_explains_bad_input(ws: Path, embedded: Path, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     text, d = run(monkeypatch, "explore", "-w", str(embedded))
@@ -110,6 +112,7 @@ def test_explore_explains_bad_input(ws: Path, embedded: Path, tmp_path: Path,
     assert "The brush holds no points" in text and d["brushed"].empty
 
 
+@pytest.mark.slow
 def test_headless_export(ws: Path, tmp_path: Path) -> None:
     """The way a user runs a notebook headless: `marimo export html NB -o OUT -- -w DIR`
     (non-zero on any cell error). explore.py runs in a separate process in the browser
@@ -134,6 +137,7 @@ def test_sql_notebook(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "The query failed" not in text
 
 
+@pytest.mark.slow
 def test_loop_notebook_runs_every_step(embedded: Path, pool: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     w = tmp_path / "ws"
@@ -236,6 +240,7 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_explore_in_a_browser(ws: Path, tmp_path: Path) -> None:
     if CHROMIUM is None:
         if os.environ.get("CI"):

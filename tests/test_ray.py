@@ -17,6 +17,8 @@ from curate.passes.embed import embed
 from curate.passes.score import score
 from curate.workspace import Workspace
 
+pytestmark = pytest.mark.slow  # the whole module: see `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def local_ray():

@@ -98,6 +98,7 @@ def test_select_refuses_a_killed_pass(ws: Path) -> None:
         select(ws, "x", RULES)
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_in_one_line(ws: Path) -> None:
     hold = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\nfrom curate.lock import writing\n"

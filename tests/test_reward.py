@@ -240,6 +240,7 @@ def pick_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "model"
 
 
+@pytest.mark.slow
 def test_pickscore_matches_transformers_directly(pick_model: Path, ingested: Path,
                                                  tmp_path: Path) -> None:
     import transformers as tf

@@ -161,6 +161,7 @@ def test_unknown_or_bad_parameters_fail_before_any_work(scored: Path) -> None:
     assert not list((scored / "scores").glob("clip_score--*"))
 
 
+@pytest.mark.slow
 def test_killed_pass_resumes_to_the_same_table(pool: Path, tmp_path: Path) -> None:
     ws, ref = tmp_path / "ws", tmp_path / "ref"
     for w in (ws, ref):  # 120 parts of 5 samples: a kill lands mid-run

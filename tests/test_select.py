@@ -143,6 +143,7 @@ def test_bad_requests_fail_with_a_message(ws: Path) -> None:
         select(ws, "x", [("random", {"amount": 0.1})], start="ghost")
 
 
+@pytest.mark.slow
 def test_cli_select_and_info(ws: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "curate.cli", "select", "-w", str(ws), "cli30",
                         "--force", "top", "clip_score", "0.3", "random", "100", "seed=2"],

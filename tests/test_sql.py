@@ -111,6 +111,7 @@ def test_parameters_are_bound_never_formatted(ws: Path) -> None:
         run_sql(ws, "worst_aligned", {"nope": "1"})
 
 
+@pytest.mark.slow
 def test_writes_are_refused_and_change_nothing(ws: Path) -> None:
     before = sorted(p.name for p in ws.rglob("*"))
     for stmt in ["CREATE TABLE t AS SELECT 1", "DROP VIEW pairs", "COPY samples TO 'x.csv'",
@@ -122,6 +123,7 @@ def test_writes_are_refused_and_change_nothing(ws: Path) -> None:
     assert run_sql(ws, "SELECT count(*) AS n FROM pairs").column("n").to_pylist() == [600]
 
 
+@pytest.mark.slow
 def test_text_search_ranks_by_cosine_to_the_phrase(ws: Path) -> None:
     import torch
 
@@ -239,6 +241,7 @@ def test_writing_statements_are_refused_in_one_line(target: tuple[Path, Path, Pa
     assert files(own, sibling, outside) == before
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_in_one_line(target: tuple[Path, Path, Path]) -> None:
     own, sibling, outside = target
     before = files(own, sibling, outside)
@@ -342,6 +345,7 @@ def test_a_workspace_cannot_shadow_a_named_query(ws: Path, tmp_path: Path) -> No
         named_queries(queries=tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_a_held_connection_blocks_no_writer(ws: Path, tmp_path: Path) -> None:
     """``curate.connect`` never opens catalog.duckdb: score and select write while it is
     open, and ``curate sql`` runs while another process holds the catalog read-write."""
