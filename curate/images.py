@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import urllib.request
 import warnings
 from collections import OrderedDict
@@ -106,18 +107,27 @@ def fetch_url(url: str, timeout: float = 10.0) -> bytes:
         return resp.read()
 
 
-_FDS: OrderedDict[str, int] = OrderedDict()
+_FDS: OrderedDict[str, tuple[int, tuple[int, int]]] = OrderedDict()
 
 
 def _fd(path: str) -> int:
-    """A cached read-only descriptor (the 32 most recent files stay open)."""
-    fd = _FDS.pop(path, None)
-    if fd is None:
-        fd = os.open(path, os.O_RDONLY)
+    """A cached read-only descriptor (the 32 most recent files stay open), good while the
+    path still names the file it was opened on: each read stats the path first, so a file
+    moved away fails and one restored or replaced is opened anew, and a FIFO or device is
+    refused before it is opened (it could block or never end)."""
+    st = os.stat(path)  # FileNotFoundError when it is gone, like open
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{path}: not a regular file")
+    cached = _FDS.pop(path, None)
+    if cached is not None and cached[1] != (st.st_dev, st.st_ino):
+        os.close(cached[0])
+        cached = None
+    if cached is None:
+        cached = (os.open(path, os.O_RDONLY), (st.st_dev, st.st_ino))
         if len(_FDS) >= 32:
-            os.close(_FDS.popitem(last=False)[1])
-    _FDS[path] = fd
-    return fd
+            os.close(_FDS.popitem(last=False)[1][0])
+    _FDS[path] = cached
+    return cached[0]
 
 
 def read_bytes(path: str, offset: int, length: int) -> bytes:

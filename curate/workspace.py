@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -344,8 +345,7 @@ class Workspace:
         it and never blocks the writer; a missing or garbage catalog is simply replaced."""
         tmp = self.root / f".catalog.{os.getpid()}.{next(_SNAPSHOTS)}.duckdb.tmp"
         try:
-            with duckdb.connect(str(tmp)) as con:
-                self._build_views(con)
+            self._build_catalog(tmp)
             with contextlib.suppress(FileNotFoundError):  # a stale log of the file replaced
                 os.unlink(f"{self.catalog_path}.wal")
             os.replace(tmp, self.catalog_path)
@@ -354,6 +354,20 @@ class Workspace:
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
 
+    def _build_catalog(self, path: Path) -> None:
+        """A database file at ``path`` holding the views. DuckDB names a database's log by
+        putting ``.wal`` before the first ``?`` of its path (``w?/x`` -> ``w.wal?/x``, links
+        resolved), so under such a path the file is built elsewhere and copied in."""
+        if "?" not in str(path):
+            with duckdb.connect(str(path)) as con:
+                self._build_views(con)
+            return
+        with tempfile.TemporaryDirectory(prefix="curate-catalog-") as d:
+            built = Path(d) / "catalog.duckdb"
+            with duckdb.connect(str(built)) as con:
+                self._build_views(con)
+            shutil.copyfile(built, path)
+
     def build_views(self, con: duckdb.DuckDBPyConnection) -> None:
         """The catalog's views (``samples``, ``pairs``, ``embeddings_*``, ``scores_*``) in
         ``con``, any connection: an in-memory one reads the Parquet and leaves catalog.duckdb
@@ -361,12 +375,13 @@ class Workspace:
         self._build_views(con)
 
     def _build_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        def glob(d):
-            return str(d / "part-*.parquet").replace("'", "''")
+        # each view reads its folder's parts by a glob whose folder is escaped (``parts``):
+        # a workspace at ``ws[1]`` reads its own parts, not ``ws1``'s, and a reader holding
+        # an older catalog.duckdb still sees parts written since
         views = {}
         if self.sample_parts():
             # parts of different sources may carry different metadata columns
-            views["samples"] = (f"SELECT * FROM read_parquet('{glob(self.samples_dir)}', "
+            views["samples"] = (f"SELECT * FROM read_parquet({parts(self.samples_dir)}, "
                                 "union_by_name = true)")
         for d in self.pass_dirs("embeddings"):
             if any(d.glob("part-*.parquet")):
@@ -374,10 +389,10 @@ class Workspace:
                 casts = ", ".join(f"{c}::FLOAT[{int(m['dim'])}] AS {c}" for c in m["columns"]
                                   if c.endswith("_emb"))
                 views[view_name("embeddings", d.name)] = (
-                    f"SELECT * REPLACE ({casts}) FROM read_parquet('{glob(d)}')")
+                    f"SELECT * REPLACE ({casts}) FROM read_parquet({parts(d)})")
         for d in self.pass_dirs("scores"):
             if any(d.glob("part-*.parquet")):
-                views[view_name("scores", d.name)] = f"SELECT * FROM read_parquet('{glob(d)}')"
+                views[view_name("scores", d.name)] = f"SELECT * FROM read_parquet({parts(d)})"
         for name in view_names(con) - set(views) - {"pairs"}:
             con.execute(f'DROP VIEW IF EXISTS "{name}"')
         for name, sql in views.items():
@@ -406,6 +421,30 @@ class Workspace:
     def manifest(self, kind: str, key: str) -> dict | None:
         path = self.pass_dir(kind, key) / "manifest.json"
         return read_json(path) if path.exists() else None
+
+
+def duck_path(path: str | Path) -> str:
+    """``path`` as DuckDB's file readers take it literally: they glob every path they are
+    given, so ``[``, ``?`` and ``*`` become one-character classes (``ws[1]`` would match
+    ``ws1``; ``{ }`` and ``\\`` are literal to DuckDB already). For a ``$parameter``; quote
+    it (``duck_files``) to put it in SQL text."""
+    return (str(path).replace("[", "[[]").replace("?", "[?]").replace("*", "[*]"))
+
+
+def duck_files(paths: list[Path]) -> str:
+    """A SQL list literal of ``paths`` for ``read_parquet``: each escaped (``duck_path``) and
+    quoted, so it reads exactly these files whatever characters their paths hold."""
+    return "[" + ", ".join(_literal(duck_path(p)) for p in paths) + "]"
+
+
+def parts(folder: Path) -> str:
+    """A SQL literal of the glob of ``folder``'s ``part-*.parquet``, the folder escaped
+    (``duck_path``): only the part names are a pattern."""
+    return _literal(duck_path(folder) + "/part-*.parquet")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _ident(name: str) -> str:

@@ -230,7 +230,8 @@ def test_a_format_is_one_writer_in_the_registry(scored: Path, tmp_path: Path,
     from curate.errors import CurateError
     from curate.export.formats import FORMATS
 
-    with pytest.raises(CurateError, match=r"^unknown export format 'hf' \(formats: webdataset\)$"):
+    with pytest.raises(CurateError, match=r"^unknown export format 'hf' "
+                       r"\(formats: parquet, uids, webdataset\)$"):
         export(scored, "other", tmp_path / "no", format="hf", progress=False)
     assert not (tmp_path / "no").exists()
     monkeypatch.setitem(FORMATS, "captions", Captions)

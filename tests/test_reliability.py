@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -145,3 +146,73 @@ def test_a_name_too_long_is_refused_before_any_work(ws: Path) -> None:
     assert r.returncode == 2 and "at most 128 characters" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (ws / "selections").exists()
+
+
+def test_info_shows_an_incomplete_pass_as_such(ws: Path) -> None:
+    from curate.info import format_info, info
+    assert all(p["complete"] for p in info(ws)["passes"])
+    (ws / "scores" / "text_stats" / "part-000004.parquet").unlink()
+    d = info(ws)
+    (p,) = [p for p in d["passes"] if p["key"] == "text_stats"]
+    assert not p["complete"] and p["problems"][0].startswith("1 of 6 parts missing")
+    text = format_info(d)
+    assert "scores/text_stats: " in text and "INCOMPLETE: 1 of 6 parts missing" in text
+    assert f"finish it with `curate score -w {ws} text_stats`" in text
+    r = curate("info", "-w", str(ws))
+    assert r.returncode == 0 and "INCOMPLETE" in r.stdout
+
+
+def test_info_on_a_workspace_an_ingest_wrote_nothing_to_is_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.parquet"  # a table with its columns and no rows
+    pq.write_table(pa.table({"image_path": pa.array([], pa.string()),
+                             "caption": pa.array([], pa.string())}), empty)
+    r = curate("ingest", str(empty), "-w", str(tmp_path / "ws"))
+    assert r.returncode != 0 and "no samples in it" in r.stderr
+    assert (tmp_path / "ws" / "samples").is_dir()
+    r = curate("info", "-w", str(tmp_path / "ws"))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 1 and "no samples" in r.stdout
+
+
+def _pictures(src: Path, n: int) -> Path:
+    """A folder source of ``n`` distinct captioned pictures (read in place by embed)."""
+    import io
+
+    from PIL import Image
+    src.mkdir()
+    for i in range(n):
+        out = io.BytesIO()
+        Image.new("RGB", (24, 24), (i * 40 % 256, 255 - i * 25 % 256, i * 7 % 256)).save(out,
+                                                                                       "PNG")
+        (src / f"p{i:02d}.png").write_bytes(out.getvalue())
+        (src / f"p{i:02d}.txt").write_text(f"picture {i} of a colour field")
+    return src
+
+
+def test_redo_failed_recomputes_the_rows_a_missing_image_failed(tmp_path: Path) -> None:
+    from curate.ingest import ingest
+    from curate.passes.embed import embed
+    src = _pictures(tmp_path / "src", 8)
+    ws, clean = tmp_path / "ws", tmp_path / "clean"
+    ingest([str(src)], ws, part_rows=4, progress=False)
+    shutil.copytree(ws, clean)
+    embed(clean, "tiny-clip", batch_size=8, workers=0, progress=False)
+    (src / "p05.png").rename(tmp_path / "away.png")  # in the second samples part
+    first = embed(ws, "tiny-clip", batch_size=8, workers=0, progress=False)
+    assert first.failed == 1
+    out = ws / "embeddings" / "tiny-clip"
+    untouched = (out / "part-000000.parquet").stat()
+    (tmp_path / "away.png").rename(src / "p05.png")
+    assert embed(ws, "tiny-clip", progress=False).failed == 1  # a plain rerun skips done parts
+    r = curate("embed", "-w", str(ws), "--model", "tiny-clip", "--batch-size", "8",
+               "--workers", "0", "--redo-failed")
+    assert r.returncode == 0, r.stderr
+    assert "(0 failed) in 1 new parts, 1 parts already done" in r.stdout
+    again = (out / "part-000000.parquet").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (untouched.st_ino, untouched.st_mtime_ns)
+    for part in ("part-000000.parquet", "part-000001.parquet"):
+        assert pq.read_table(out / part).equals(
+            pq.read_table(clean / "embeddings" / "tiny-clip" / part))
+    m = json.loads((out / "manifest.json").read_text())
+    assert (m["status"], m["rows"], m["failed"]) == ("complete", 8, 0)
+    assert not list(out.glob(".*.tmp"))

@@ -28,7 +28,8 @@ def _export(a: argparse.Namespace) -> None:
     print(export(a.workspace, a.selection, a.out, shard_size=a.shard_size,
                  shard_bytes=parse_bytes(a.shard_bytes) if a.shard_bytes else None,
                  columns=cols, name=a.name, verify=a.verify, card=not a.no_card,
-                 format=a.format, allow_partial=a.allow_partial).summary())
+                 format=a.format, allow_partial=a.allow_partial,
+                 keep_keys=a.keep_keys).summary())
 
 
 def _card(a: argparse.Namespace) -> None:
@@ -85,6 +86,8 @@ VERBS = (
                  help=_verify_help),
              arg("--format", default=Lib(EXPORT, "format"), help=_format_help),
              arg("--no-card", action="store_true", help="do not write README.md"),
+             arg("--keep-keys", action="store_true", help="webdataset: keep each sample's "
+                 "source __key__ instead of its position (no dots or slashes in keys)"),
              ALLOW_PARTIAL,
          )),
     Verb("card", "generate a selection's data card (data_cards/NAME.md)", _card, (

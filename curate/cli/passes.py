@@ -11,7 +11,8 @@ from curate.cli.declare import ENGINE, WORKSPACE, Lib, Verb, arg, parse_params
 def _embed(a: argparse.Namespace) -> None:
     from curate.passes.embed import embed
     print(embed(a.workspace, a.model, batch_size=a.batch_size, workers=a.workers,
-                device=a.device, engine=a.engine, address=a.address, actors=a.actors).summary())
+                device=a.device, engine=a.engine, address=a.address, actors=a.actors,
+                redo_failed=a.redo_failed).summary())
 
 
 def _score(a: argparse.Namespace) -> None:
@@ -20,7 +21,7 @@ def _score(a: argparse.Namespace) -> None:
         return
     from curate.passes.score import score
     print(score(a.workspace, a.name, parse_params(a.param), engine=a.engine, address=a.address,
-                actors=a.actors).summary())
+                actors=a.actors, redo_failed=a.redo_failed).summary())
 
 
 def _list_passes() -> None:
@@ -46,6 +47,9 @@ def _fit_aesthetic(a: argparse.Namespace) -> None:
 
 
 EMBED = "curate.passes.embed:embed"
+REDO_FAILED = arg("--redo-failed", action="store_true",
+                  help="recompute the parts holding rows that failed (after restoring a "
+                  "missing image); each is rewritten whole, atomically")
 FIT = "curate.passes.aesthetic_fit:fit_aesthetic"
 
 VERBS = (
@@ -57,6 +61,7 @@ VERBS = (
             help="samples per model call"),
         arg("--workers", type=int, help="decode workers (default: cores)"),
         arg("--device", help="cpu, cuda, cuda:1 (default: best present)"),
+        REDO_FAILED,
         *ENGINE,
     )),
     Verb("score", "run a scoring pass (see --list)", _score, (
@@ -65,6 +70,7 @@ VERBS = (
         arg("--param", action="append", default=[], metavar="K=V",
             help="a pass parameter (repeatable)"),
         arg("--list", action="store_true", help="list passes with inputs and parameters"),
+        REDO_FAILED,
         *ENGINE,
     )),
     Verb("fit-aesthetic", "fit an aesthetic head on your own ratings", _fit_aesthetic, (

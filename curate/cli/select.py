@@ -54,7 +54,8 @@ VERBS = (
         arg("rules", nargs=argparse.REMAINDER, help="rule chain"),
     ), description="Rules: where EXPR | top COLUMN AMOUNT [per=COL] | random AMOUNT [seed=S] | "
        "dedup [by=COL stages=exact,perceptual,semantic] | semdedup [eps=0.01,0.05 use=0.05 "
-       "keep=hard] | coreset AMOUNT [k=N]. AMOUNT is a fraction (0.3) or a count (1000)."),
+       "keep=hard] | coreset AMOUNT [k=N] | ids FILE [on=uid|sample_id|key|url]. AMOUNT is a "
+       "fraction (0.3) or a count (1000); FILE a DataComp subset .npy, a table or a text file."),
     Verb("evaluate", "train a proxy CLIP on each selection; report zero-shot accuracy and "
          "retrieval R@1 on a held-out set", _evaluate, (
              WORKSPACE,

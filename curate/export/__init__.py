@@ -98,7 +98,8 @@ def export(workspace: str | Path, selection: str, out: str | Path,
            shard_size: int | None = None, shard_bytes: int | None = None,
            columns: list[str] | None = None, name: str | None = None,
            verify: str = "sample", card: bool = True, progress: bool = True,
-           format: str = DEFAULT_FORMAT, allow_partial: bool = False) -> ExportReport:
+           format: str = DEFAULT_FORMAT, allow_partial: bool = False,
+           keep_keys: bool = False) -> ExportReport:
     """Write selection ``selection`` of ``workspace`` as shards of ``format`` under ``out``.
 
     A shard closes at ``shard_size`` samples or before it would pass ``shard_bytes`` bytes
@@ -107,9 +108,15 @@ def export(workspace: str | Path, selection: str, out: str | Path,
     its source tar header (name and size) and, with ``sample``, every 16th image and the first of
     each source file by its ingest hash; ``all`` hashes every image (slower). Re-running on an
     unfinished export resumes it; on a finished one it does nothing. An incomplete pass (whose
-    columns the samples would carry) is refused unless ``allow_partial``."""
+    columns the samples would carry) is refused unless ``allow_partial``. ``keep_keys``
+    (webdataset): each sample's source ``__key__`` instead of its position (a key with a dot
+    or a slash is refused)."""
     t0 = time.time()
     writer = make_writer(format)
+    if keep_keys:
+        if not hasattr(writer, "keep_keys"):
+            raise CurateError(f"--keep-keys applies to webdataset exports, not {format}")
+        writer.keep_keys = True
     ws = Workspace.open(workspace)
     require_complete(ws, "export", allow_partial)
     sel_path = ws.selection(selection).parquet
@@ -130,6 +137,13 @@ def export(workspace: str | Path, selection: str, out: str | Path,
     # memory limit, so memory stays flat
     with ws.snapshot() as con, gc_paused():
         types = score_columns(con, columns)
+        needs = [c for c in getattr(writer, "needs", ()) if c not in types]
+        if needs:  # columns the format is made of (uids: ``uid``), handed over as ``m.NAME``
+            try:
+                types |= score_columns(con, needs)
+            except CurateError:
+                raise CurateError(getattr(writer, "missing", f"format {format} needs the "
+                                          f"column(s) {', '.join(needs)}")) from None
         cols = list(types)
         rows = pq.ParquetFile(sel_path).metadata.num_rows  # what check_sources counts
         width = max(9, len(str(rows - 1)))
@@ -139,7 +153,8 @@ def export(workspace: str | Path, selection: str, out: str | Path,
             fingerprint = {"selection": selection, "selection_sha256": _sha256(sel_path),
                            "workspace": str(ws.root), "name": name, "shard_size": shard_size,
                            "shard_bytes": shard_bytes, "columns": cols,
-                           **({} if format == DEFAULT_FORMAT else {"format": format})}
+                           **({} if format == DEFAULT_FORMAT else {"format": format}),
+                           **({"keep_keys": True} if keep_keys else {})}
             report = ExportReport(out, name, samples=total,
                                   formats={EXTENSIONS.get(f, f): n for f, n in formats.items()})
             state = prepare_out(out, fingerprint)
@@ -158,10 +173,11 @@ def export(workspace: str | Path, selection: str, out: str | Path,
                                   "into a new workspace") from None
     info = {"format": writer.format, "name": name, "selection": selection,
             "fingerprint": fingerprint, "samples": total, "columns": cols,
-            "image_formats": report.formats, "key_format": f"%0{width}d",
+            "image_formats": report.formats,
+            "key_format": "the source __key__" if keep_keys else f"%0{width}d",
             "pattern": pattern(name, len(shards), writer.suffix), "shards": shards,
             "curate_version": __version__, "members": writer.members}
-    if card:
+    if card and getattr(writer, "card", True):  # a format the data card can describe
         write_card(ws.root, selection, export_dir=out, export_info=info,
                    allow_partial=allow_partial)
     finish(ws, out, info)
@@ -201,6 +217,9 @@ def _write_shards(batches: Iterable[pa.RecordBatch], writer: Writer, target: Tar
                 if i[0] != nxt or (np.diff(i) != 1).any():
                     raise RuntimeError(f"export rows out of order at key {nxt}")
                 nxt += batch.num_rows
+                if getattr(writer, "keep_keys", False):  # the manifest's key is the tar's
+                    batch = batch.set_column(batch.schema.get_field_index("key"), "key",
+                                             batch.column("source_key"))
                 new = batch.slice(max(0, start - int(i[0])))  # not in a resumed run's shards
                 if new.num_rows:
                     writer.write_batch(new)

@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from curate.errors import CurateError
+from curate.export.hf_parquet import HfParquetWriter
+from curate.export.uids import UidsWriter
 from curate.export.webdataset import WebDatasetWriter
 from curate.export.writer import Writer
 
 DEFAULT_FORMAT = "webdataset"
 FORMATS: dict[str, Callable[[], Writer]] = {WebDatasetWriter.format: WebDatasetWriter}
+FORMATS[UidsWriter.format] = UidsWriter
+FORMATS[HfParquetWriter.format] = HfParquetWriter
 
 
 def list_formats() -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curate.errors import CurateError
 from curate.export.read import SourceReader, binary
 from curate.export.tar import (
     BLOCK,
@@ -48,9 +49,11 @@ class WebDatasetWriter:
     sink's thread; each shard is recorded in the resume state once it has its final name."""
 
     format, suffix, members = "webdataset", ".tar", MEMBERS
+    keep_keys = False  # True: each sample's source ``__key__`` instead of its position
 
     def open(self, target: Target, state: dict, reader: SourceReader | None = None) -> None:
         self.target, self.state, self.reader = target, state, reader
+        self.keys: set[str] = set()  # with keep_keys: those written, so none repeats
         self.next = len(state["shards"])
         self.position = sum(s["samples"] for s in state["shards"])  # the next sample's key
         self._planned = [{"name": s["name"], "first": s["first"]} for s in state["shards"]]
@@ -74,6 +77,9 @@ class WebDatasetWriter:
         """Read, check and lay out one slice of samples into the open shards."""
         if self.sink.error is not None:
             raise self.sink.error
+        if self.keep_keys:
+            self._write_keyed(part)
+            return
         ext, txt, js = (binary(part.column(c)) for c in ("ext", "txt", "js"))
         img_len = part.column("image_length").to_numpy()
         keys = part.column("i").to_numpy()
@@ -91,6 +97,25 @@ class WebDatasetWriter:
                        (txt[0], txt[1][s:e + 1]), (js[0], js[1][s:e + 1]), out)
             return out
         self._add(keys, sizes, chunk)
+
+    def _write_keyed(self, part: pa.RecordBatch) -> None:
+        """Samples under their source keys (``source_key``), one ``write`` each: the slow
+        path, as the kernel lays out position keys only. The ``.json``'s key is the source
+        key too. A key webdataset would split (a dot), a path (a slash), none or a repeated
+        one is one CurateError line."""
+        lens = part.column("image_length").to_numpy().astype(np.int64)
+        pos = np.concatenate([[0], np.cumsum(lens)])
+        out = np.empty(int(pos[-1]), np.uint8)
+        self.reader.check_hashes(part, self.reader.read_into(part, out, pos[:-1]), out,
+                                 pos[:-1])
+        rows = zip(part.column("source_key").to_pylist(), part.column("ext").to_pylist(),
+                   part.column("txt").to_pylist(), part.column("js").to_pylist(), strict=True)
+        for r, (key, ext, txt, js) in enumerate(rows):
+            check_key(key, self.keys)
+            meta = json.loads(js)
+            meta["key"] = key
+            self.write({"__key__": key, ext: out[pos[r]:pos[r + 1]].tobytes(), "txt": txt,
+                        "json": json.dumps(meta, ensure_ascii=False, separators=(",", ":"))})
 
     def write(self, sample: dict[str, Any]) -> None:
         """One sample, as webdataset's ``TarWriter.write`` takes it: a dict keyed by extension
@@ -149,6 +174,17 @@ class WebDatasetWriter:
 
     def abort(self) -> None:
         self.sink.abort()
+
+
+def check_key(key: str | None, seen: set[str]) -> None:
+    """A source key ``--keep-keys`` can write (and remember it in ``seen``)."""
+    if not key or "." in key or "/" in key:
+        raise CurateError(f"--keep-keys: source key {key!r} cannot be a webdataset key (it "
+                          "needs one without dots or slashes); export without --keep-keys")
+    if key in seen:
+        raise CurateError(f"--keep-keys: source key {key!r} is in the selection twice (from "
+                          "two sources); export without --keep-keys")
+    seen.add(key)
 
 
 def _encode(value: Any) -> bytes:

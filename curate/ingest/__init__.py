@@ -38,9 +38,9 @@ from tqdm import tqdm
 from curate.errors import CurateError
 from curate.hashing import content_id, digest, image_hash
 from curate.images import MAX_PIXELS, probe
-from curate.ingest import kinds
+from curate.ingest import kinds, values
 from curate.ingest.fetch import FetchConfig
-from curate.ingest.kinds import Options, Record
+from curate.ingest.kinds import MAX_IMAGE_BYTES, Options, Record
 from curate.ingest.seen import SeenIds, place
 from curate.ingest.store import ImageStore
 from curate.lock import writes
@@ -61,6 +61,10 @@ TAKEN = {n.lower() for n in SCHEMA.names}
 COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 STRING_COLUMNS = ("uid",)  # metadata strings that become columns (DataComp's sample id)
 INT64 = 1 << 63
+# errors that say why a row has no image (or no caption): no further "missing_..." added
+NO_IMAGE = ("missing_image", "download_failed", "failed_to_download", "failed_to_resize",
+            "truncated_tar", "not_a_file", "image_too_large")
+NO_CAPTION = ("bad_caption", "caption_too_large", "missing_caption", "not_a_file")
 
 
 @dataclass
@@ -107,21 +111,26 @@ def promoted(extra: dict | None) -> dict:
     return out
 
 
-def validate(rec: Record, max_pixels: int = MAX_PIXELS, verify: bool = False) -> dict:
+def validate(rec: Record, max_pixels: int = MAX_PIXELS, verify: bool = False,
+             max_image_bytes: int = MAX_IMAGE_BYTES) -> dict:
     """One row of the samples table for a record; pure apart from the clock. A record whose
     bytes have no place to point at carries them in ``_bytes`` (the ingest process stores
-    them); its promoted metadata is in ``_columns``."""
-    errors = list(rec.errors)
+    them); its promoted metadata is in ``_columns``. What the source says is checked first
+    (``values``): a value that does not fit its column, a wrong sha256, too many bytes."""
+    typed, bad = values.columns(rec.meta)
+    errors = [*rec.errors, *bad, *values.image_errors(rec.image, typed["sha256"],
+                                                       max_image_bytes)]
+    if any(e.startswith("image_too_large") for e in errors):
+        rec.image = None  # never decoded, hashed or stored
     head = probe(rec.image, max_pixels, verify) if rec.image is not None else None
-    if head is None and not any(e.split(":")[0] in ("missing_image", "download_failed",
-                                                    "failed_to_download", "failed_to_resize",
-                                                    "truncated_tar") for e in errors):
+    if head is None and not any(e.split(":")[0] in NO_IMAGE for e in errors):
         errors.append("missing_image: no image for this key")
     if head is not None and head.error:
         errors.append(head.error)
     caption = None
     if rec.caption is None:
-        errors.append("missing_caption: no caption for this image")
+        if not any(e.split(":")[0] in NO_CAPTION for e in errors):
+            errors.append("missing_caption: no caption for this image")
     else:
         try:
             caption = rec.caption.decode("utf-8")
@@ -142,9 +151,7 @@ def validate(rec: Record, max_pixels: int = MAX_PIXELS, verify: bool = False) ->
         image_format=head.format if head else None, width=head.width if head else None,
         height=head.height if head else None,
         image_hash=image_hash(rec.image) if rec.image else None,
-        url=meta.get("url"), orig_key=_str(meta.get("orig_key")),
-        orig_width=meta.get("orig_width"), orig_height=meta.get("orig_height"),
-        sha256=meta.get("sha256"), download_status=meta.get("download_status"),
+        **typed,
         meta=json.dumps(extra, sort_keys=True, default=str) if extra else None,
         ingested_at=datetime.now(timezone.utc))
     if rec.store and rec.image:
@@ -153,10 +160,6 @@ def validate(rec: Record, max_pixels: int = MAX_PIXELS, verify: bool = False) ->
     if cols:
         row["_columns"] = cols
     return row
-
-
-def _str(v: object) -> str | None:
-    return None if v is None else str(v)
 
 
 def _located_id(row: dict) -> str:
@@ -177,7 +180,8 @@ def _existing(ws: Workspace) -> SeenIds:
 
 def _validated(job: tuple) -> Iterator[dict]:
     src, options, max_pixels, verify = job
-    return (validate(r, max_pixels, verify) for r in kinds.get(src.kind).read(src, options))
+    return (validate(r, max_pixels, verify, options.max_image_bytes)
+            for r in kinds.get(src.kind).read(src, options))
 
 
 def _read_validated(job: tuple) -> list[dict]:
@@ -202,17 +206,19 @@ def ingest(paths: list[str], workspace: str | Path, image_col: str | None = None
            progress: bool = True, workers: int | None = None,
            kind: str | None = None, columns: list[str] | None = None,
            image_root: str | Path | None = None,
-           fetch: FetchConfig | None = None) -> IngestReport:
+           fetch: FetchConfig | None = None,
+           max_image_bytes: int = MAX_IMAGE_BYTES) -> IngestReport:
     """Read every source (in parallel processes) and append the samples not yet in
     ``workspace``; ids are decided in source order, so the result does not depend on
     ``workers``. ``kind`` names the kind of every source (``kinds.kinds()``), skipping
     detection; ``columns`` names the columns of a table with no header row (CC3M:
     ``["caption", "url"]``); ``image_root`` is the folder relative image paths are under
-    (a COCO file's, a table's); ``fetch`` says how URLs are downloaded (once, here)."""
+    (a COCO file's, a table's); ``fetch`` says how URLs are downloaded (once, here); an
+    image over ``max_image_bytes`` is a failed row ``image_too_large``."""
     start = time.time()
     found = kinds.expand(paths, kind)
     options = Options(image_col, caption_col, key_col, tuple(columns) if columns else None,
-                      str(image_root) if image_root else None, fetch)
+                      str(image_root) if image_root else None, fetch, max_image_bytes)
     for src in found:  # fails here, before writing, on an unreadable source
         kinds.get(src.kind).check(src, options)
     ws = Workspace.open(workspace, create=True)
@@ -286,10 +292,10 @@ def _flush(ws: Workspace, rows: list[dict], store: ImageStore) -> str:
         for k, v in (row.pop("_columns", None) or {}).items():
             extra.setdefault(k, [None] * len(rows))[i] = v
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    for name, values in extra.items():
-        typ = _type(values)
+    for name, column in extra.items():
+        typ = _type(column)
         if typ is not None:
-            table = table.append_column(pa.field(name, typ), pa.array(values, typ))
+            table = table.append_column(pa.field(name, typ), pa.array(column, typ))
     return ws.add_sample_part(table).name
 
 

@@ -74,24 +74,24 @@ def read(source: Source, options: Options) -> Iterator[Record]:
             rec.errors.append(f"missing_image: image_id {ann.get('image_id')} is not in images")
         else:
             captioned.add(ann.get("image_id"))
-            _load_image(rec, root, image)
+            _load_image(rec, root, image, options.max_image_bytes)
         yield rec
     for image_id, image in images.items():
         if image_id not in captioned:
             rec = Record(f"image-{image_id}", source.path, source.kind)
             rec.meta["extra"] = {**{k: v for k, v in image.items() if k != "id"},
                                  "image_id": image_id}
-            _load_image(rec, root, image)
+            _load_image(rec, root, image, options.max_image_bytes)
             yield rec
 
 
-def _load_image(rec: Record, root: Path, image: dict) -> None:
+def _load_image(rec: Record, root: Path, image: dict, limit: int) -> None:
     if image.get("coco_url"):
         rec.meta["url"] = image["coco_url"]
     if not image.get("file_name"):
         rec.errors.append("missing_image: no file_name for this image")
         return
-    load_file(rec, (root / str(image["file_name"])).resolve())
+    load_file(rec, (root / str(image["file_name"])).resolve(), limit)
 
 
 KIND = register(Kind(name="coco", detect=detect, read=read, check=check,

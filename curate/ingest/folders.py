@@ -10,7 +10,16 @@ from pathlib import Path
 
 from curate.errors import CurateError
 from curate.images import IMAGE_EXTS
-from curate.ingest.kinds import Kind, Options, Record, Source, load_file, readable, register
+from curate.ingest.kinds import (
+    Kind,
+    Options,
+    Record,
+    Source,
+    load_file,
+    read_capped,
+    readable,
+    register,
+)
 
 
 def check(source: Source, options: Options) -> None:
@@ -28,18 +37,24 @@ def read(source: Source, options: Options) -> Iterator[Record]:
     for p in sorted(root.rglob("*")):
         ext = p.suffix.lower().lstrip(".")
         stem = str(p.relative_to(root).with_suffix(""))
-        if p.is_file() and ext == "txt":
+        if p.is_dir():  # a FIFO or device named like an image is a failed row (load_file)
+            continue
+        if ext == "txt":
             captions[stem] = p
-        elif p.is_file() and ext in IMAGE_EXTS:
+        elif ext in IMAGE_EXTS:
             images.setdefault(stem, []).append(p)
+    limit = options.max_image_bytes
     for stem in sorted(set(images) | set(captions)):
-        caption = captions[stem].read_bytes() if stem in captions else None
+        caption, why = (read_capped(captions[stem], limit, "caption") if stem in captions
+                        else (None, None))
         for i, file in enumerate(images.get(stem, [None])):
             rec = Record(stem, source.path, source.kind, caption=caption)
+            if why:
+                rec.errors.append(why)
             if file is None:
                 rec.errors.append("missing_image: a caption file with no image beside it")
             else:
-                load_file(rec, file)
+                load_file(rec, file, limit)
             if i:
                 rec.errors.append(f"duplicate_key: another image is also named {stem}.*")
             yield rec

@@ -78,7 +78,7 @@ def read(source: Source, options: Options) -> Iterator[Record]:
         if (file.is_file() and file.suffix.lower().lstrip(".") in IMAGE_EXTS
                 and file.resolve() not in named):
             rec = Record(_key(root, file.resolve()), source.path, source.kind)
-            load_file(rec, file.resolve())
+            load_file(rec, file.resolve(), options.max_image_bytes)
             yield rec
 
 

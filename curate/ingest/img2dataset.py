@@ -17,6 +17,8 @@ from curate.errors import CurateError
 from curate.ingest import webdataset
 from curate.ingest.kinds import Kind, Options, Record, Source, register
 
+BAD_ROW = "_bad_row"  # the error of a parquet row that can match no sample (rows)
+
 
 def detect(path: Path) -> bool:
     return webdataset.is_tar(path) and path.with_suffix(".parquet").exists()
@@ -56,17 +58,34 @@ def leftovers(source: Source, by_key: dict[str, dict], where: str) -> Iterator[R
         caption = row.get("caption")
         rec.caption = caption.encode() if isinstance(caption, str) else None
         rec.meta.update(webdataset.meta(row))
-        rec.errors.append(download_error(row, where))
+        rec.errors.append(row.get(BAD_ROW) or download_error(row, where))
         yield rec
 
 
 def rows(path: Path) -> dict[str, dict]:
-    """The rows of an img2dataset parquet by key."""
+    """The rows of an img2dataset parquet by key. A row whose key is null or repeats an
+    earlier row's is kept under a name no sample has (``(row N)``), marked ``BAD_ROW``: it
+    becomes a failed row of its own (``leftovers``), never dropped."""
     try:
         table = pq.read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as e:
         raise CurateError(f"{path}: cannot read the img2dataset parquet ({e})") from None
-    return {str(r["key"]): r for r in table if r.get("key") is not None}
+    out: dict[str, dict] = {}
+    for i, r in enumerate(table):
+        key = r.get("key")
+        if key is None:
+            out[f"(row {i})"] = {**r, BAD_ROW: f"missing_key: parquet row {i} has no key"}
+        elif str(key) in out:
+            out[f"{key} (row {i})"] = {**r, BAD_ROW: f"duplicate_key: parquet row {i} repeats "
+                                       f"key {_short(key)}"}
+        else:
+            out[str(key)] = r
+    return out
+
+
+def _short(key: object) -> str:
+    text = repr(str(key))
+    return text if len(text) <= 70 else text[:67] + "..."
 
 
 KIND = register(Kind(name="img2dataset", detect=detect, read=read, check=check,

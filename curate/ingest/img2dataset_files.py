@@ -42,7 +42,7 @@ def read(source: Source, options: Options) -> Iterator[Record]:
         rec = Record(key, source.path, source.kind)
         images = [p for ext, p in found.items() if ext in IMAGE_EXTS]
         if images:
-            load_file(rec, images[0])
+            load_file(rec, images[0], options.max_image_bytes)
         if "txt" in found:
             rec.caption = found["txt"].read_bytes()
         raw = found["json"].read_bytes() if "json" in found else None

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import glob as globlib
 import importlib
+import os
 import pkgutil
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curate.errors import CurateError
+
+MAX_IMAGE_BYTES = 64 << 20  # an image larger than this is a failed row (Options, ingest)
 
 
 @dataclass
@@ -49,7 +53,8 @@ class Options:
     """What the user said about a source: its columns (tables, and the fields of a tar's
     ``.json``), the names of a headerless table's columns, the folder a COCO file's or a
     table's relative image paths are under; ``None`` means find it. ``fetch``: how URLs are
-    downloaded (``curate.ingest.fetch.FetchConfig``; its defaults when ``None``)."""
+    downloaded (``curate.ingest.fetch.FetchConfig``; its defaults when ``None``).
+    ``max_image_bytes``: a larger image is a failed row ``image_too_large``, never read."""
 
     image_col: str | None = None
     caption_col: str | None = None
@@ -57,6 +62,7 @@ class Options:
     columns: tuple[str, ...] | None = None
     image_root: str | None = None
     fetch: object | None = None
+    max_image_bytes: int = MAX_IMAGE_BYTES
 
 
 def _readable(source: Source, options: Options) -> None:
@@ -115,13 +121,16 @@ def get(name: str) -> Kind:
 def expand(patterns: list[str], kind: str | None = None) -> list[Source]:
     """Resolve files, globs, brace patterns and folders into sources, each of the first kind
     that detects it, or all of ``kind`` when it is given (a folder then holds sources of that
-    kind unless it is one); each source once, in the order given."""
+    kind unless it is one); each source once, in the order given. A path that exists is
+    taken literally, never expanded, whatever characters it holds."""
     forced = get(kind) if kind else None
     sources: list[Source] = []
     for pattern in patterns:
-        names = braces(pattern)
+        # a path that exists is used as it is: ``ws[1]/a.tar`` or ``{x}.tar`` is that file
+        names = [pattern] if os.path.lexists(pattern) else braces(pattern)
         for name in names:
-            hits = sorted(globlib.glob(name)) if globlib.has_magic(name) else [name]
+            hits = (sorted(globlib.glob(name)) if globlib.has_magic(name)
+                    and not os.path.lexists(name) else [name])
             if not hits:
                 raise CurateError(f"{name}: no file matches")
             many = len(hits) > 1 or len(names) > 1
@@ -153,6 +162,10 @@ def detect(path: Path, in_glob: bool = False, forced: Kind | None = None) -> lis
     glob is skipped; named alone, a file no kind knows is an error."""
     if not path.exists():
         raise CurateError(f"{path}: no such file or folder")
+    special = not_regular(path)
+    if special:  # by stat, before anything opens it: a FIFO would block, /dev/zero never end
+        raise CurateError(f"{path}: {special}, not a file or folder; curate reads files and "
+                          "folders only")
     if path.is_dir() and not forced:  # a folder that is itself a source (save_to_disk, ...)
         own = _file(path, [k for k in kinds() if k.rank < FALLBACK])
         if own:
@@ -183,7 +196,10 @@ def readable() -> str:
 
 def _file(path: Path, order: list[Kind], in_glob: bool = False) -> list[Source] | None:
     """``[source]`` of the first kind in ``order`` that detects ``path``; ``[]`` for a
-    sidecar matched by a glob; ``None`` when no kind knows it."""
+    sidecar matched by a glob; ``None`` when no kind knows it (nor any non-regular file: a
+    FIFO in a folder is never opened by a ``detect``)."""
+    if not_regular(path):
+        return None
     for k in order:
         if k.detect(path):
             return [Source(str(path.resolve()), k.name)]
@@ -192,11 +208,51 @@ def _file(path: Path, order: list[Kind], in_glob: bool = False) -> list[Source] 
     return None
 
 
-def load_file(rec: Record, file: Path) -> None:
-    """Point ``rec`` at a whole image file and read it (a missing file is the record's error)."""
-    rec.image_path = str(file)
+def not_regular(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (``a FIFO``, ``a
+    character device``), found by ``os.stat`` without opening it; None otherwise (missing
+    too: the caller's error)."""
     try:
-        rec.image = file.read_bytes()
-        rec.image_length = len(rec.image)
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((what for test, what in _SPECIAL if test(mode)), "a special file")
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_capped(file: Path, limit: int, what: str = "image") -> tuple[bytes | None, str | None]:
+    """The bytes of a regular file of at most ``limit`` bytes, or why not (``missing_<what>``,
+    ``not_a_file``, ``<what>_too_large``): checked by ``os.stat`` before it is opened, so a
+    FIFO never blocks and a device is never read."""
+    try:
+        st = os.stat(file)
     except OSError as e:
-        rec.errors.append(f"missing_image: {e.strerror}: {file}")
+        return None, f"missing_{what}: {e.strerror}: {file}"
+    if not stat.S_ISREG(st.st_mode):
+        return None, f"not_a_file: {file} is {not_regular(file) or 'a folder'}"
+    if st.st_size > limit:
+        return None, f"{what}_too_large: {st.st_size} bytes, over the cap of {limit}"
+    try:
+        with open(file, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        return None, f"missing_{what}: {e.strerror}: {file}"
+    if len(data) > limit:  # it grew since the stat
+        return None, f"{what}_too_large: over the cap of {limit} bytes"
+    return data, None
+
+
+def load_file(rec: Record, file: Path, limit: int = MAX_IMAGE_BYTES) -> None:
+    """Point ``rec`` at a whole image file and read it; a missing, non-regular or too large
+    file is the record's error (``read_capped``)."""
+    rec.image_path = str(file)
+    data, error = read_capped(file, limit)
+    if error:
+        rec.errors.append(error)
+    else:
+        rec.image, rec.image_length = data, len(data)

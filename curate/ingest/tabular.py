@@ -81,9 +81,11 @@ def plain(value: object) -> object:
 
 
 def text(value: object) -> bytes | None:
-    """A caption cell as bytes."""
+    """A caption cell as bytes (a list or struct: None, and ``_build`` says why)."""
     if value is None or isinstance(value, bytes):
         return value
+    if isinstance(value, (list, dict)):
+        return None
     return value.encode() if isinstance(value, str) else str(value).encode()
 
 
@@ -99,7 +101,7 @@ def records(source: Source, batches: Iterable[pa.RecordBatch], image_col: str,
     width = len(str(total))
     rows = (row for b in batches for row in b.to_pylist())
     built = (_build(source, i, row, image_col, caption_col, key_col, width, base, drop_known,
-                    hook) for i, row in enumerate(rows))
+                    hook, options.max_image_bytes) for i, row in enumerate(rows))
     mine, theirs = itertools.tee(built)
     config = options.fetch if isinstance(options.fetch, FetchConfig) else FetchConfig()
     for (rec, url), (data, why) in zip(mine, fetch_all((u for _, u in theirs), config),
@@ -119,7 +121,8 @@ def records(source: Source, batches: Iterable[pa.RecordBatch], image_col: str,
 
 def _build(source: Source, i: int, row: dict, image_col: str, caption_col: str,
            key_col: str | None, width: int, base: Path, drop_known: bool,
-           hook: Callable[[Record, dict], None] | None) -> tuple[Record, str | None]:
+           hook: Callable[[Record, dict], None] | None,
+           limit: int) -> tuple[Record, str | None]:
     """A row's record, and the URL still to fetch for it (or None)."""
     key = row.get(key_col) if key_col else None
     rec = Record(str(key) if key is not None else str(i).zfill(width), source.path,
@@ -133,6 +136,8 @@ def _build(source: Source, i: int, row: dict, image_col: str, caption_col: str,
         hook(rec, row)
     if rec.errors:
         return rec, None
+    if isinstance(row.get(caption_col), (list, dict)):  # after the hook's check: image kept
+        rec.errors.append(f"bad_caption: a {type(row.get(caption_col)).__name__}, not text")
     cell = row.get(image_col)
     if isinstance(cell, dict):  # a Hugging Face Image: bytes, else a path
         cell = cell.get("bytes") if cell.get("bytes") is not None else cell.get("path")
@@ -145,8 +150,8 @@ def _build(source: Source, i: int, row: dict, image_col: str, caption_col: str,
         rec.meta["url"] = url
         if not url.startswith("file://"):
             return rec, url
-        load_file(rec, Path(url2pathname(urlsplit(url).path)))
+        load_file(rec, Path(url2pathname(urlsplit(url).path)), limit)
         rec.errors = [e.replace("missing_image", "failed_to_download", 1) for e in rec.errors]
     else:
-        load_file(rec, (base / str(cell)).resolve())
+        load_file(rec, (base / str(cell)).resolve(), limit)
     return rec, None

@@ -77,7 +77,10 @@ def describe(rec: Record, raw: bytes | None, rows: dict[str, dict], named: str |
         (c for c in ("caption", "text") if c in info), None)
     if used is not None and (named or rec.caption is None) and info[used] is not None:
         value = info[used]
-        rec.caption = value.encode() if isinstance(value, str) else str(value).encode()
+        if isinstance(value, (list, dict)):
+            rec.errors.append(f"bad_caption: the .json's {used} is a {type(value).__name__}")
+        else:
+            rec.caption = value.encode() if isinstance(value, str) else str(value).encode()
     row = rows.pop(rec.key, None) or info
     rec.meta.update(meta(row))
     rec.meta["extra"] = {k: v for k, v in info.items() if k not in META_COLUMNS

@@ -105,9 +105,10 @@ def _vectors(x: np.ndarray | None, n: int, dim: int, valid: np.ndarray) -> pa.Ar
 def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256,
           workers: int | None = None, device: str | None = None, progress: bool = True,
           engine: str = "local", address: str | None = None,
-          actors: int | None = None) -> PassReport:
+          actors: int | None = None, redo_failed: bool = False) -> PassReport:
     """Embed every ok sample's image and caption with ``model``; resumes where it stopped.
-    ``engine="ray"`` computes the parts on a Ray actor pool (``curate.passes.ray``)."""
+    ``engine="ray"`` computes the parts on a Ray actor pool (``curate.passes.ray``);
+    ``redo_failed`` recomputes the parts holding rows that failed (an image restored)."""
     import torch
 
     from curate import models
@@ -141,7 +142,8 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
             return encode_parts(m, device, pending, batch_size, workers, advance)
 
     return run(ws, Job(kind="embeddings", key=model_key(model), manifest=manifest,
-                       process=process, weights=model_weights(m.identity)), progress)
+                       process=process, weights=model_weights(m.identity)), progress,
+               redo_failed=redo_failed)
 
 
 def encode_parts(m: Any, device: str, pending: list[Path], batch_size: int, workers: int,

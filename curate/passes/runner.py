@@ -106,8 +106,20 @@ def check_weights(out_dir: Path, before: dict[str, str], now: dict[str, str] | N
                 f"now {new[:12]}); remove that folder to recompute them with these weights")
 
 
-def run(ws: Workspace, job: Job, progress: bool = True) -> PassReport:
-    """Run ``job.process`` over the samples parts not yet done under its folder."""
+def has_failed(part: Path) -> bool:
+    """Whether an output part holds a row with ``status = 'failed'`` (an unreadable part
+    counts: it is recomputed too)."""
+    try:
+        t = pq.read_table(part, columns=["status"])
+    except (pa.ArrowException, OSError):
+        return True
+    return bool(pa.compute.any(pa.compute.equal(t["status"], "failed")).as_py())
+
+
+def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = False) -> PassReport:
+    """Run ``job.process`` over the samples parts not yet done under its folder.
+    ``redo_failed`` also recomputes every part holding a failed row (a source file restored
+    since): each is rewritten whole and atomically, the others are left as they are."""
     out_dir = ws.pass_dir(job.kind, job.key)
     path = out_dir / "manifest.json"
     prev = read_json(path) if path.exists() else {}
@@ -117,8 +129,11 @@ def run(ws: Workspace, job: Job, progress: bool = True) -> PassReport:
     for stale in out_dir.glob(".*.tmp"):  # left by a killed run
         stale.unlink()
     parts = ws.sample_parts()
-    pending = [p for p in parts if not (out_dir / p.name).exists()]
+    pending = [p for p in parts if not (out_dir / p.name).exists()
+               or (redo_failed and has_failed(out_dir / p.name))]
     report = PassReport(job.kind, job.key, out_dir, parts_skipped=len(parts) - len(pending))
+    if redo_failed:
+        report.extra["parts_redone"] = sum((out_dir / p.name).exists() for p in pending)
     base = dict(job.manifest, kind=job.kind, key=job.key, curate_version=__version__,
                 created_at=prev.get("created_at", _now()), input_parts=len(parts))
     if job.weights is not None:

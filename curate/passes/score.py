@@ -96,8 +96,9 @@ def _concat(chunks: list) -> Any:
 @writes("score")
 def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None,
           progress: bool = True, engine: str = "local", address: str | None = None,
-          actors: int | None = None) -> PassReport:
-    """Run pass ``name`` with ``params`` over every samples part not yet scored.
+          actors: int | None = None, redo_failed: bool = False) -> PassReport:
+    """Run pass ``name`` with ``params`` over every samples part not yet scored (and, with
+    ``redo_failed``, again over the parts holding rows that failed).
     ``engine="ray"`` computes the parts on a Ray actor pool (``curate.passes.ray``); the
     pass's ``prepare`` runs once, here, and its state travels to each actor. The weights its
     ``prepare`` names (``weights_sha256`` in its info) go to the runner, which refuses to mix
@@ -124,7 +125,7 @@ def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None
                 yield part, table
 
     return run(ws, Job(kind="scores", key=passes.key(p, prm), manifest=manifest,
-                       process=process, weights=weights), progress)
+                       process=process, weights=weights), progress, redo_failed=redo_failed)
 
 
 def score_part(ws: Workspace, p: passes.Pass, prm: Any, state: Any, part: Path) -> pa.Table:

@@ -1,6 +1,7 @@
 """Selection rules: one contract and the registry, plus where, top (DataComp's threshold
 semantics) and random. dedup and semdedup (Abbas et al. 2023) live in ``dedup``, coreset
-(ClipCov, Joshi et al. 2024) in ``coreset``; formulas and pitfalls: algorithms.md 1.3 and 3.
+(ClipCov, Joshi et al. 2024) in ``coreset``, ids (the samples a file of ids names) in
+``ids``; formulas and pitfalls: algorithms.md 1.3 and 3.
 
 A rule is a function ``(step, params) -> (kept ids, info)`` plus its frozen parameter
 dataclass: it takes the candidates (``step.ids``, in rank order) and returns those it keeps, in
@@ -20,6 +21,7 @@ from curate.errors import CurateError
 from curate.params import Amount, make
 from curate.select.coreset import CoresetParams, coreset
 from curate.select.dedup import DedupParams, SemdedupParams, dedup, semdedup
+from curate.select.ids import IdsParams, ids
 from curate.select.step import Step
 
 Kept = tuple[list[str], dict[str, Any]]  # (kept ids in rank order, info for the manifest)
@@ -149,6 +151,9 @@ RULES: dict[str, Rule] = {r.name: r for r in (
          description="coreset AMOUNT [k=N]: the ClipCov cross-covariance coreset"),
     Rule(name="random", params=RandomParams, apply=random, positional=("amount",),
          description="random AMOUNT [seed=S]: a seeded uniform sample"),
+    Rule(name="ids", params=IdsParams, apply=ids, positional=("file",),
+         description="ids FILE [on=uid|sample_id|key|url]: the samples a DataComp subset "
+         ".npy, a parquet/csv or a text file of ids names"),
 )}
 
 
