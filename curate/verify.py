@@ -10,6 +10,7 @@ recomputes them), temporary files and unfinished replacements; it never touches 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,52 +115,43 @@ def _inputs_changed(ws: Workspace, inputs: dict) -> list[str]:
 
 
 def _selections(ws: Workspace, report: VerifyReport) -> None:
-    d = ws.selections_dir
-    names = sorted({p.stem for p in d.glob("*.json")} | {p.stem for p in d.glob("*.parquet")})
-    report.checked["selections"] = len(names)
-    for name in names:
-        what = f"selection {name}"
-        try:
-            files = ws.selection(name)
-            m = read_json(files.json)
-            kept = pq.read_metadata(files.parquet).num_rows
-            pq.read_metadata(files.dropped)
-        except (OSError, ValueError, pa.ArrowException) as e:
-            report.findings.append(Finding(what, f"a file is missing or unreadable "
-                                                 f"({type(e).__name__})",
-                                           "make it again with `curate select ... --force`"))
-            continue
-        if m.get("kept") != kept:
-            report.findings.append(Finding(what, f"its manifest says {m.get('kept')} kept, its "
-                                                 f"parquet holds {kept}",
-                                           "make it again with `curate select ... --force`"))
-        for change in _inputs_changed(ws, m.get("inputs", {})):
-            report.findings.append(Finding(what, f"made from inputs that changed: {change}",
-                                           "make it again with `curate select ... --force`"))
+    def read(name: str) -> tuple[dict, int, str]:
+        files = ws.selection(name)
+        pq.read_metadata(files.dropped)
+        return read_json(files.json), pq.read_metadata(files.parquet).num_rows, "kept"
+    _outputs(ws, report, "selections", ws.selections_dir, read,
+             lambda name: "make it again with `curate select ... --force`")
 
 
 def _maps(ws: Workspace, report: VerifyReport) -> None:
-    d = ws.maps_dir
-    names = sorted({p.stem for p in d.glob("*.json")} | {p.stem for p in d.glob("*.parquet")})
-    report.checked["maps"] = len(names)
+    def read(name: str) -> tuple[dict, int, str]:
+        files = ws.map_files(name)
+        return read_json(files.json), pq.read_metadata(files.parquet).num_rows, "points"
+    _outputs(ws, report, "maps", ws.maps_dir, read,
+             lambda name: f"make it again with `curate map --name {name}`")
+
+
+def _outputs(ws: Workspace, report: VerifyReport, kind: str, folder: Path,
+             read: Callable[[str], tuple[dict, int, str]], fix: Callable[[str], str]) -> None:
+    """Selections or maps: every file there and readable, the manifest's count the rows', and
+    the passes they were made from unchanged since."""
+    names = sorted({p.stem for p in folder.glob("*.json")} | {p.stem for p in
+                                                              folder.glob("*.parquet")})
+    report.checked[kind] = len(names)
     for name in names:
-        what = f"map {name}"
+        what = f"{kind[:-1]} {name}"
         try:
-            files = ws.map_files(name)
-            m = read_json(files.json)
-            rows = pq.read_metadata(files.parquet).num_rows
+            m, rows, field_ = read(name)
         except (OSError, ValueError, pa.ArrowException) as e:
-            report.findings.append(Finding(what, f"a file is missing or unreadable "
-                                                 f"({type(e).__name__})",
-                                           f"make it again with `curate map --name {name}`"))
+            report.findings.append(Finding(what, "a file is missing or unreadable "
+                                                 f"({type(e).__name__})", fix(name)))
             continue
-        if isinstance(m.get("points"), int) and m["points"] != rows:
-            report.findings.append(Finding(what, f"its manifest says {m['points']} points, its "
-                                                 f"parquet holds {rows}",
-                                           f"make it again with `curate map --name {name}`"))
+        if isinstance(m.get(field_), int) and m[field_] != rows:
+            report.findings.append(Finding(what, f"its manifest says {m[field_]} {field_}, its "
+                                                 f"parquet holds {rows}", fix(name)))
         for change in _inputs_changed(ws, m.get("inputs", {})):
             report.findings.append(Finding(what, f"made from inputs that changed: {change}",
-                                           f"make it again with `curate map --name {name}`"))
+                                           fix(name)))
 
 
 def _leftovers(ws: Workspace, report: VerifyReport, repair: bool) -> None:

@@ -89,3 +89,18 @@ def test_leftover_temporary_files_and_a_garbage_catalog(scored: Path) -> None:
     with duckdb.connect(str(scored / "catalog.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM samples").fetchone()[0] == 600
     assert verify(scored).findings == []
+
+
+def test_a_selection_made_from_changed_inputs_and_a_broken_map_are_found(scored: Path) -> None:
+    from curate.select import select
+    select(scored, "s", [("top", {"column": "n_words", "amount": 0.5})])
+    assert verify(scored).findings == []
+    m = scored / "scores" / "text_stats" / "manifest.json"  # as a recomputation leaves it
+    m.write_text(m.read_text().replace('"updated_at": "', '"updated_at": "1999'))
+    [f] = verify(scored).findings
+    assert f.what == "selection s" and "scores/text_stats was recomputed" in f.problem
+    assert "curate select" in f.fix
+    (scored / "maps").mkdir()
+    (scored / "maps" / "m.json").write_text('{"points": 3}')
+    found = {f.what: f.problem for f in verify(scored).findings}
+    assert found["map m"].startswith("a file is missing or unreadable")
