@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.export.read import SourceReader
-from curate.export.writer import Target, record_shard
+from curate.export.writer import Target, record_shard, slices
 
 STEP = 64 << 20  # image bytes read at a time (and the most one row group holds)
 PROVENANCE = ("key", "sample_id", "rank", "reason", "url", "source_key", "image_format",
@@ -84,11 +84,8 @@ class HfParquetWriter:
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         """The query's rows, a slice of at most ``STEP`` image bytes at a time."""
-        cum = np.cumsum(batch.column("image_length").to_numpy())
-        cuts = [0, *np.flatnonzero(np.diff(cum // STEP)) + 1, batch.num_rows]
-        for a, e in zip(cuts, cuts[1:], strict=False):
-            if e > a:
-                self._write_part(batch.slice(a, e - a))
+        for part in slices(batch, STEP):
+            self._write_part(part)
 
     def _write_part(self, part: pa.RecordBatch) -> None:
         lens = part.column("image_length").to_numpy().astype(np.int64)

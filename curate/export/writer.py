@@ -10,10 +10,12 @@ keyed by extension, with ``__key__``) go through ``write``, the query's rows thr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from curate.export.query import STATE
@@ -65,6 +67,16 @@ class Writer(Protocol):
     def close(self) -> list[dict]: ...
 
     def abort(self) -> None: ...
+
+
+def slices(batch: pa.RecordBatch, step: int) -> Iterator[pa.RecordBatch]:
+    """``batch`` cut into runs of rows holding at most ``step`` image bytes each (a row larger
+    than ``step`` on its own), so a writer's memory stays flat however large the images."""
+    cum = np.cumsum(batch.column("image_length").to_numpy())
+    cuts = [0, *np.flatnonzero(np.diff(cum // step)) + 1, batch.num_rows]
+    for a, e in zip(cuts, cuts[1:], strict=False):
+        if e > a:
+            yield batch.slice(a, e - a)
 
 
 def record_shard(target: Target, state: dict, shard: dict) -> None:
