@@ -9,8 +9,10 @@ detection), one reader module per kind (``img2dataset``, ``img2dataset_parquet``
 ``img2dataset_files``, ``webdataset``, ``hf_parquet``, ``hf_arrow``, ``lance_dataset``,
 ``tables``, ``coco``, ``imagefolder``, ``folders``), what the table-like ones share
 (``tabular``, and ``fetch`` for URLs), ``store`` (the workspace's copies of bytes that have no
-place to point at), ``seen`` (the ids already ingested) and this verb. To add a kind, write one
-module here that ends with ``KIND = register(Kind(name=, detect=, read=, check=, rank=))``:
+place to point at), ``seen`` (the ids already ingested), ``values`` (what a source says about a
+sample, checked before it becomes a column: sizes, types, sha256, the size cap) and this verb.
+To add a kind, write one module here that ends with
+``KIND = register(Kind(name=, detect=, read=, check=, rank=))``:
 ``kinds()`` imports every module of this package, so nothing else lists it; ``rank`` places
 its ``detect`` among the others' (lower is asked first; ``folder`` is last at 90), and
 ``ingest(..., kind=NAME)`` skips detection. A kind defined outside the package (a test, a
