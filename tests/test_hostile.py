@@ -55,6 +55,31 @@ def test_a_workspace_with_glob_characters_reads_only_its_own_parts(tmp_path: Pat
         assert con.execute("SELECT count(*) FROM samples").fetchall() == [(5,)]
 
 
+def test_every_verb_reads_only_its_own_workspace_beside_a_glob_twin(tmp_path: Path) -> None:
+    """ws[1] beside ws1, both with a selection of the same name: score, select, sql (the
+    sandbox and its macros), export and card all see ws[1]'s five samples, never ws1's three."""
+    import curate
+    from curate.cards import write_card
+    from curate.export import export
+    from curate.passes.score import score
+    from curate.select import select
+    from curate.sql import run_sql
+    for name, n, first in (("ws1", 3, 0), ("ws[1]", 5, 10)):
+        ws = tmp_path / name
+        ingest([str(_folder(tmp_path / f"src_{n}", n, first))], ws, progress=False)
+        score(ws, "text_stats", progress=False)
+        select(ws, "all", [("where", {"expr": "n_words > 0"})])
+    odd = tmp_path / "ws[1]"
+    con = curate.connect(odd)
+    assert con.execute("SELECT count(*) FROM pairs").fetchall() == [(5,)]
+    assert con.execute("SELECT count(*) FROM selection('all')").fetchall() == [(5,)]
+    assert con.execute('SELECT count(*) FROM "selection_all"').fetchall() == [(5,)]
+    assert run_sql(odd, "SELECT count(*) AS n FROM selection('all')").to_pylist() == [{"n": 5}]
+    assert export(odd, "all", tmp_path / "out", progress=False).samples == 5
+    card = write_card(odd, "all").read_text()
+    assert "| pairs kept | 5 of 5 candidates |" in card and "Ingest: 5 pairs, 5 ok" in card
+
+
 def test_source_paths_with_glob_characters_are_used_as_they_are(tmp_path: Path) -> None:
     _folder(tmp_path / "src1", 2)
     odd = _folder(tmp_path / "src[1]", 4, first=20)

@@ -9,14 +9,14 @@ from typing import Any
 import duckdb
 
 from curate.files import read_json
-from curate.workspace import Workspace
+from curate.workspace import Workspace, duck_path
 
 NUMERIC = ("FLOAT", "DOUBLE", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "DECIMAL")
 STEP_KEYS = {"rule", "params", "in", "out", "note"}
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, sel: Path | None = None) -> list:
-    return con.sql(sql, params={"sel": str(sel)} if sel else None).fetchall()
+    return con.sql(sql, params={"sel": duck_path(sel)} if sel else None).fetchall()
 
 
 def _fmt(v: Any) -> str:

@@ -16,7 +16,7 @@ from curate.errors import CurateError
 from curate.files import atomic_path
 from curate.maps import list_maps, load_points
 from curate.maps.render import figure
-from curate.workspace import Workspace
+from curate.workspace import Workspace, duck_path
 
 BINS = 40
 PNG_META = {"Software": None}  # matplotlib would stamp its version into the file
@@ -35,7 +35,7 @@ def _counts(con: duckdb.DuckDBPyConnection, column: str, kept: Path, dropped: Pa
     col = '"' + column.replace('"', '""') + '"'
     groups = "SELECT 'kept' AS g, sample_id FROM read_parquet($kept)" + (
         " UNION ALL SELECT 'dropped', sample_id FROM read_parquet($dropped)" if dropped else "")
-    params = {"kept": str(kept), **({"dropped": str(dropped)} if dropped else {})}
+    params = {"kept": duck_path(kept), **({"dropped": duck_path(dropped)} if dropped else {})}
     rows = con.sql(f"""WITH v AS (SELECT g, CAST(p.{col} AS DOUBLE) AS x FROM ({groups}) AS s
                        JOIN pairs AS p USING (sample_id) WHERE isfinite(CAST(p.{col} AS DOUBLE))),
                        r AS (SELECT min(x) AS lo, max(x) AS hi FROM v)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from curate.errors import CurateError
 from curate.files import atomic_path, read_json, write_json
 from curate.images import is_url
-from curate.workspace import EXPORT_DONE, Workspace
+from curate.workspace import EXPORT_DONE, Workspace, duck_path
 
 T = TypeVar("T")
 STATE = ".curate-export.json"  # the resume state of an unfinished export
@@ -128,7 +128,7 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width
                same_file AS same, source_key, caption AS txt,
                CAST(json_object({', '.join(fields)}) AS VARCHAR) AS js,
                key, sample_id, rank, reason, url, image_format{picked}
-        FROM keyed""", params={"sel": str(sel), "width": width})
+        FROM keyed""", params={"sel": duck_path(sel), "width": width})
 
 
 @contextlib.contextmanager
@@ -197,7 +197,7 @@ def check_sources(con: duckdb.DuckDBPyConnection, sel: Path, selection: str
                           count(s.sample_id) FILTER (s.status = 'ok'), max(s.image_offset
                           + s.image_length) FROM read_parquet($sel) AS sel
                           LEFT JOIN samples AS s USING (sample_id) GROUP BY ALL ORDER BY 1, 2""",
-                   params={"sel": str(sel)}).fetchall()  # one pass: files, formats, counts
+                   params={"sel": duck_path(sel)}).fetchall()  # one pass: files, formats, counts
     n, ok = sum(r[2] for r in rows), sum(r[3] for r in rows if r[0] is not None)
     if n != ok:
         raise CurateError(f"selection {selection!r} names {n - ok} samples that are not ok "

@@ -17,7 +17,7 @@ from curate.errors import CurateError
 from curate.lock import writes
 from curate.maps.io import read_manifest
 from curate.select.store import SelectReport, check_free, write_selection
-from curate.workspace import Workspace
+from curate.workspace import Workspace, duck_path
 
 
 def geometry(selection: Any) -> dict | None:
@@ -66,7 +66,7 @@ def _samples(ws: Workspace, ids: list[str], cols: str) -> list[tuple]:
     con = duckdb.connect()
     rows = con.execute(f"SELECT sample_id, {cols} FROM read_parquet($g) WHERE "
                        "list_contains($ids, sample_id)",
-                       {"g": str(ws.samples_dir / "part-*.parquet"), "ids": list(ids)}
+                       {"g": duck_path(ws.samples_dir) + "/part-*.parquet", "ids": list(ids)}
                        ).fetchall()
     con.close()
     return rows

@@ -13,7 +13,7 @@ import pandas as pd
 
 from curate.errors import CurateError
 from curate.maps.io import list_maps, read_manifest
-from curate.workspace import Workspace, view_name, view_names
+from curate.workspace import Workspace, duck_path, view_name, view_names
 
 MAP_COLUMNS = ("sample_id", "x", "y", "cluster", "cluster_label")
 
@@ -24,10 +24,10 @@ def catalog(ws: Workspace) -> duckdb.DuckDBPyConnection:
     ws.build_views(con)  # the catalog's own view definitions, over the same Parquet
     for name in list_maps(ws):
         con.execute(f'CREATE VIEW "{view_name("map", name)}" AS SELECT * FROM read_parquet('
-                    f"'{_quote(ws.map_files(name).parquet)}')")
+                    f"'{_quote(duck_path(ws.map_files(name).parquet))}')")
     for path in sorted(ws.selections_dir.glob("*.parquet")):  # a hand-made one too
         con.execute(f'CREATE VIEW "{view_name("selection", path.stem)}" AS SELECT * FROM '
-                    f"read_parquet('{_quote(path)}')")
+                    f"read_parquet('{_quote(duck_path(path))}')")
     return con
 
 
@@ -82,7 +82,7 @@ def load_points(ws: Workspace, name: str, columns: list[str] | tuple[str, ...] =
             return con.execute(f"SELECT m.sample_id, m.x, m.y, m.cluster, m.cluster_label{sel}"
                                " FROM read_parquet($m) m JOIN pairs p USING (sample_id) "
                                "ORDER BY m.cluster, m.sample_id",
-                               {"m": str(ws.map_files(name).parquet)}).df()
+                               {"m": duck_path(ws.map_files(name).parquet)}).df()
         except duckdb.Error as e:
             raise CurateError(f"cannot read map {name!r} ({str(e).splitlines()[0]}); make it "
                               f"again with `curate map -w {ws.root} --name {name}`") from None
@@ -112,7 +112,7 @@ def check_map(ws: Workspace, name: str, con: duckdb.DuckDBPyConnection | None = 
             SELECT (SELECT count(*) FROM m ANTI JOIN s USING (sample_id)),
                    (SELECT count(*) FROM e ANTI JOIN m USING (sample_id)),
                    (SELECT count(*) FROM s ANTI JOIN "{view}" USING (sample_id))""",
-                                            {"m": str(ws.map_files(name).parquet)}).fetchone()
+                                            {"m": duck_path(ws.map_files(name).parquet)}).fetchone()
     finally:
         if own:
             con.close()

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from curate.errors import CurateError
-from curate.workspace import NAME, Workspace, view_name
+from curate.workspace import NAME, Workspace, duck_path, view_name
 
 # PRAGMAs and CALLs that only read (sizes, schemas, versions); anything else is refused
 READ_PRAGMAS = frozenset({"database_list", "database_size", "functions", "platform", "show",
@@ -145,17 +145,17 @@ def _layout(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
     ``file_row_number``: the order the rules dropped them) and ``map_points(name)``."""
     for name in ws.map_names():
         con.execute(f'CREATE VIEW "{view_name("map", name)}" AS SELECT * FROM '
-                    f"read_parquet('{_quote(ws.map_files(name).parquet)}')")
+                    f"read_parquet('{_quote(duck_path(ws.map_files(name).parquet))}')")
     for name in ws.selection_names():
         con.execute(f'CREATE VIEW "{view_name("selection", name)}" AS SELECT * FROM '
-                    f"read_parquet('{_quote(ws.selection(name).parquet)}')")
+                    f"read_parquet('{_quote(duck_path(ws.selection(name).parquet))}')")
     like = ws.selection("NAME")  # the layout's folders, as the workspace builds them
     for macro, folder, what, extra in (
             ("selection", like.parquet.parent, "selection name", ""),
             ("drop_log", like.dropped.parent, "selection name", ", file_row_number = true"),
             ("map_points", ws.map_files("NAME").parquet.parent, "map name", "")):
         con.execute(f"CREATE MACRO {macro}(name) AS TABLE SELECT * FROM read_parquet("
-                    f"'{_quote(folder)}/' || {_name_sql(what)} || '.parquet'{extra})")
+                    f"'{_quote(duck_path(folder))}/' || {_name_sql(what)} || '.parquet'{extra})")
 
 
 def connect(workspace: Workspace | str | Path) -> duckdb.DuckDBPyConnection:
@@ -166,7 +166,8 @@ def connect(workspace: Workspace | str | Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config=SETTINGS)
     try:
         con.execute("SET temp_directory = ''")  # a query beyond memory fails, never spills
-        con.execute("SET allowed_directories = $d", {"d": [str(ws.root).rstrip("/") + "/"]})
+        con.execute("SET allowed_directories = $d", {"d": sorted({  # as given, and as escaped
+            str(ws.root).rstrip("/") + "/", duck_path(ws.root).rstrip("/") + "/"})})
         con.execute("SET enable_external_access = false")
         ws.build_views(con)
         _layout(con, ws)
