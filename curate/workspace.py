@@ -168,6 +168,15 @@ class Workspace:
     def sample_parts(self) -> list[Path]:
         return sorted(self.samples_dir.glob("part-*.parquet"))
 
+    def require_samples(self) -> list[Path]:
+        """The samples parts, or one line saying there are none (an ingest that wrote
+        nothing): every verb that reads samples asks here first."""
+        parts = self.sample_parts()
+        if not parts:
+            raise CurateError(f"{self.root} has no samples yet (an ingest wrote "
+                              f"nothing); add some with `curate ingest SOURCE -w {self.root}`")
+        return parts
+
     def sample_part(self, index: int) -> Path:
         """The ``index``-th part of the samples table (ingest appends them in order)."""
         return self.samples_dir / f"part-{index:06d}.parquet"

@@ -216,3 +216,14 @@ def test_redo_failed_recomputes_the_rows_a_missing_image_failed(tmp_path: Path) 
     m = json.loads((out / "manifest.json").read_text())
     assert (m["status"], m["rows"], m["failed"]) == ("complete", 8, 0)
     assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("argv", [["select", "x", "top", "clip_score", "0.3"],
+                                  ["select", "x", "where", "true"], ["score", "text_stats"],
+                                  ["info"], ["verify"], ["map"], ["export", "x", "out"]])
+def test_every_verb_on_an_empty_workspace_is_one_line(tmp_path: Path, argv: list[str]) -> None:
+    (tmp_path / "ws" / "samples").mkdir(parents=True)  # what an ingest that wrote nothing leaves
+    r = curate(argv[0], "-w", str(tmp_path / "ws"), *argv[1:])
+    assert "Traceback" not in r.stderr
+    assert len((r.stdout + r.stderr).strip().splitlines()) <= 2, r.stdout + r.stderr
+    assert r.returncode in (0, 2)

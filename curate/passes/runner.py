@@ -120,6 +120,7 @@ def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = Fals
     """Run ``job.process`` over the samples parts not yet done under its folder.
     ``redo_failed`` also recomputes every part holding a failed row (a source file restored
     since): each is rewritten whole and atomically, the others are left as they are."""
+    ws.require_samples()
     out_dir = ws.pass_dir(job.kind, job.key)
     path = out_dir / "manifest.json"
     prev = read_json(path) if path.exists() else {}

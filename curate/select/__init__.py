@@ -59,6 +59,7 @@ def select(workspace: str | Path, name: str, rules: list[tuple[str, dict[str, An
     check_free(ws, name, overwrite)
     if not rules:
         raise CurateError(f"give at least one rule ({', '.join(RULES)})")
+    ws.require_samples()
     partial = require_complete(ws, "select", allow_partial)
     chain: list[tuple[Rule, Any]] = []
     for rule_name, given in rules:
