@@ -12,6 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.errors import CurateError
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
@@ -42,8 +44,18 @@ def write_json(obj: dict, path: str | Path) -> Path:
     return Path(path)
 
 
+class DamagedFile(CurateError, ValueError):
+    """A file of the workspace that cannot be parsed (a 0-byte or foreign manifest)."""
+
+
 def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A JSON file; one that does not parse is one line naming it (``DamagedFile``)."""
+    text = Path(path).read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise DamagedFile(f"{path} is not valid JSON ({len(text)} bytes): a killed or "
+                          "foreign write; `curate verify` says what to do") from None
 
 
 def dir_size(path: Path) -> int:

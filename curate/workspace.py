@@ -405,7 +405,13 @@ class Workspace:
         for name in view_names(con) - set(views) - {"pairs"}:
             con.execute(f'DROP VIEW IF EXISTS "{name}"')
         for name, sql in views.items():
-            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
+            try:
+                con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
+            except duckdb.Error as e:  # DuckDB reads a part's footer to bind the view
+                raise CurateError(f"cannot read the parts of view {name} ("
+                                  f"{str(e).splitlines()[0]}); `curate verify -w {self.root}` "
+                                  "finds the damaged file and `--repair` removes it for a "
+                                  "rerun") from None
         if "samples" in views:
             con.execute(f"CREATE OR REPLACE VIEW pairs AS {self._pairs_sql(views, con)}")
 

@@ -227,3 +227,25 @@ def test_every_verb_on_an_empty_workspace_is_one_line(tmp_path: Path, argv: list
     assert "Traceback" not in r.stderr
     assert len((r.stdout + r.stderr).strip().splitlines()) <= 2, r.stdout + r.stderr
     assert r.returncode in (0, 2)
+
+
+def test_damaged_manifests_and_parts_are_one_line_and_mended_by_a_rerun(ws: Path) -> None:
+    select(ws, "s", RULES)
+    (ws / "scores" / "text_stats" / "manifest.json").write_text("")
+    r = curate("info", "-w", str(ws))
+    assert r.returncode == 2 and "manifest.json is not valid JSON (0 bytes)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    score(ws, "text_stats", progress=False)  # the pass's own rerun rewrites its manifest
+    part = ws / "scores" / "text_stats" / "part-000001.parquet"
+    part.write_bytes(part.read_bytes()[:100])
+    for argv in (["select", "t", "top", "n_words", "0.5", "--allow-partial"],
+                 ["export", "s", str(ws.parent / "out"), "--allow-partial"]):
+        r = curate(argv[0], "-w", str(ws), *argv[1:])
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "part-000001.parquet" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert curate("verify", "-w", str(ws), "--repair").returncode == 1  # the selection is stale
+    score(ws, "text_stats", progress=False)
+    r = curate("verify", "-w", str(ws))
+    assert r.returncode == 1 and "selection s: made from inputs that changed" in r.stdout
+    select(ws, "s", RULES, overwrite=True)
+    assert curate("verify", "-w", str(ws)).returncode == 0

@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{RESOURCE_ERRORS[e.errno]}; nothing half-written was kept, and a rerun "
               "resumes", file=sys.stderr)
         return 2
+    except Exception as e:
+        if not type(e).__module__.startswith(("pyarrow", "duckdb", "_duckdb")):
+            raise
+        # a damaged file met where no check caught it: still one line, and where to look
+        print(f"curate {args.command}: {type(e).__name__}: {str(e).splitlines()[0][:300]} "
+              f"(`curate verify -w WS` finds damaged files)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"curate {args.command}: interrupted; run it again to resume", file=sys.stderr)
         return 130

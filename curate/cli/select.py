@@ -11,10 +11,13 @@ from curate.errors import CurateError
 
 def _select(a: argparse.Namespace) -> None:
     from curate.select import parse_rules, select
-    rules, start, force = own_options(list(a.rules), a.start, a.force)
+    rules = list(a.rules)
+    partial = a.allow_partial or "--allow-partial" in rules
+    rules = [r for r in rules if r != "--allow-partial"]
+    rules, start, force = own_options(rules, a.start, a.force)
     print(select(a.workspace, a.name, parse_rules(rules), start, force,
                  progress=lambda m: print(m, file=sys.stderr),
-                 allow_partial=a.allow_partial).summary())
+                 allow_partial=partial).summary())
 
 
 def own_options(rules: list[str], start: str | None, force: bool

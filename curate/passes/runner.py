@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from curate import __version__
 from curate.errors import CurateError
-from curate.files import read_json, write_json, write_parquet
+from curate.files import DamagedFile, read_json, write_json, write_parquet
 from curate.workspace import Workspace
 
 # yields (input part, output table) in input order; calls the callback with rows done
@@ -123,7 +123,10 @@ def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = Fals
     ws.require_samples()
     out_dir = ws.pass_dir(job.kind, job.key)
     path = out_dir / "manifest.json"
-    prev = read_json(path) if path.exists() else {}
+    try:  # a damaged manifest is rewritten below: it only describes the parts
+        prev = read_json(path) if path.exists() else {}
+    except DamagedFile:
+        prev = {}
     if any(out_dir.glob("part-*.parquet")):  # before anything is written
         check_weights(out_dir, recorded_weights(prev), job.weights)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +166,9 @@ def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = Fals
         failed += pa.compute.sum(pa.compute.equal(t["status"], "failed")).as_py() or 0
     report.rows, report.failed = rows, failed
     rate = round(report.samples_per_s, 1) if done else prev.get("samples_per_s")
-    report.manifest = dict(base, status="complete", updated_at=_now(), rows=rows,
+    # a run that computed nothing leaves the parts' time: selections made from them stay current
+    updated = _now() if report.parts_written or not prev.get("updated_at") else prev["updated_at"]
+    report.manifest = dict(base, status="complete", updated_at=updated, rows=rows,
                            failed=failed, parts=len(parts), samples_per_s=rate,
                            last_run=dict(rows=done, seconds=round(report.seconds, 3)))
     write_json(report.manifest, path)
