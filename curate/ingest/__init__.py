@@ -118,10 +118,10 @@ def validate(rec: Record, max_pixels: int = MAX_PIXELS, verify: bool = False,
     """One row of the samples table for a record; pure apart from the clock. A record whose
     bytes have no place to point at carries them in ``_bytes`` (the ingest process stores
     them); its promoted metadata is in ``_columns``. What the source says is checked first
-    (``values``): a value that does not fit its column, a wrong sha256, too many bytes."""
+    (``values``): a value that does not fit its column, too many bytes; whether a given
+    sha256 is the bytes' becomes the column ``sha256_matches``."""
     typed, bad = values.columns(rec.meta)
-    errors = [*rec.errors, *bad, *values.image_errors(rec.image, typed["sha256"],
-                                                       max_image_bytes)]
+    errors = [*rec.errors, *bad, *values.image_errors(rec.image, max_image_bytes)]
     if any(e.startswith("image_too_large") for e in errors):
         rec.image = None  # never decoded, hashed or stored
     head = probe(rec.image, max_pixels, verify) if rec.image is not None else None
@@ -159,6 +159,9 @@ def validate(rec: Record, max_pixels: int = MAX_PIXELS, verify: bool = False,
     if rec.store and rec.image:
         row["_bytes"] = rec.image
     cols = promoted(extra if isinstance(extra, dict) else None)
+    matches = values.sha256_matches(rec.image, typed["sha256"])
+    if matches is not None:  # a typed column of its own, where the source gave a sha256
+        cols = {**(cols or {}), "sha256_matches": matches}
     if cols:
         row["_columns"] = cols
     return row
