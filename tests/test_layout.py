@@ -41,16 +41,16 @@ def modules() -> dict[str, Path]:
 
 def imports(path: Path, known: set[str]) -> set[str]:
     """The curate modules ``path`` imports anywhere in its body (``from a import b`` names
-    module ``a.b`` when that is a module)."""
+    ``a``, and module ``a.b`` too when that is a module)."""
     out: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("curate."))
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
                 node.module == "curate" or node.module.startswith("curate.")):
-            for a in node.names:
-                sub = f"{node.module}.{a.name}"
-                out.add(sub if sub in known else node.module)
+            out.add(node.module)  # its package's __init__ runs first, submodule or not
+            out.update(f"{node.module}.{a.name}" for a in node.names
+                       if f"{node.module}.{a.name}" in known)
     return out - {"curate"}  # the root only re-exports the verbs
 
 

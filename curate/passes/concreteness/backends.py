@@ -39,9 +39,9 @@ def prepare(backend: str, icc_model: str = DEFAULT_ICC) -> Any:
     """What scoring needs, loaded once: the ICC model, or the word norms (parsed and cached)."""
     check_backend(backend)
     if backend == "icc":
-        from curate.passes.concreteness import icc
+        import curate.passes.concreteness.icc as icc
         return icc.load(icc_model)
-    from curate.passes.concreteness import norms
+    import curate.passes.concreteness.norms as norms
     return norms.load()
 
 
@@ -50,7 +50,7 @@ def score_texts(texts: Sequence[object], backend: str = "offline", state: Any = 
     """(scores, coverage, reasons) for ``texts``; ``state`` from ``prepare`` (made if None)."""
     state = prepare(backend, icc_model) if state is None else state
     if backend == "icc":
-        from curate.passes.concreteness import icc
+        import curate.passes.concreteness.icc as icc
         scores, reasons = icc.score(state, list(texts))
         return scores, np.full(len(scores), math.nan), reasons
     if backend == "lexical":

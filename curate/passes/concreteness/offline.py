@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from curate.passes.concreteness import lexicons as lx
+import curate.passes.concreteness.lexicons as lx
 from curate.passes.concreteness.norms import compound, mean, rate
 from curate.passes.concreteness.tokens import Tokens, clean, tokenize
 
