@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import os
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.catalog import attached, connection, parts, unique, view_names
 from curate.errors import CurateError
 from curate.files import atomic_files, atomic_path, read_json, recover
 
@@ -38,45 +37,6 @@ def model_key(name: str) -> str:
 def prompt_key(model: str, prefix: str) -> str:
     """Folder of a model's text embeddings of ``prefix + caption``."""
     return f"{model_key(model)}+prompt-{model_key(prefix) or 'empty'}"
-
-
-MEMORY_LIMIT = "512MB"  # of the in-memory DuckDB that snapshots (exports, cards) query
-_MEMORY_DB: tuple[int, duckdb.DuckDBPyConnection] | None = None
-_MEMORY_DB_LOCK = threading.Lock()
-_SNAPSHOTS = itertools.count()
-
-
-def memory_db() -> duckdb.DuckDBPyConnection:
-    """The process's in-memory DuckDB, made on first use (again in a forked child: DuckDB is
-    not fork-safe). Making one costs ~20 ms (it builds its function catalog) and closing one
-    ~12 ms (it stops its threads) on the dev VM, as much as a 28k-sample export's query."""
-    global _MEMORY_DB
-    with _MEMORY_DB_LOCK:
-        if _MEMORY_DB is None or _MEMORY_DB[0] != os.getpid():
-            _MEMORY_DB = (os.getpid(), duckdb.connect(config={
-                "memory_limit": MEMORY_LIMIT,  # a sort or join beyond it spills to disk
-                "temp_directory": str(_spill_dir())}))
-        return _MEMORY_DB[1]
-
-
-def _spill_dir() -> Path:
-    """Where DuckDB spills a sort or join larger than ``MEMORY_LIMIT``."""
-    return Path(tempfile.gettempdir()) / "curate-duckdb"
-
-
-def view_names(con: duckdb.DuckDBPyConnection) -> set[str]:
-    """The views of the database ``con`` uses (not those of other snapshots)."""
-    return {r[0] for r in con.execute(
-        "SELECT view_name FROM duckdb_views() WHERE NOT internal "
-        "AND database_name = current_database()").fetchall()}
-
-
-def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """Another connection to the database ``con`` uses (a snapshot's: its views)."""
-    db = con.execute("SELECT current_database()").fetchall()[0][0]
-    cur = con.cursor()
-    cur.execute(f'USE "{db}"')
-    return cur
 
 
 EXPORT_DONE = "export.json"  # written last into an export folder: without it, unfinished
@@ -324,8 +284,7 @@ class Workspace:
         """An in-memory DuckDB with the catalog's views over the Parquet on disk now: it never
         opens catalog.duckdb, so a reader takes no lock a writer could trip on and works on a
         full disk. (``read_only`` is kept for callers; the views are never written back.)"""
-        con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT,
-                                     "temp_directory": str(_spill_dir())})
+        con = connection()
         self._build_views(con)
         return con
 
@@ -335,24 +294,15 @@ class Workspace:
         its own in the process's in-memory DuckDB (``memory_db``); it takes no lock on
         catalog.duckdb, so a long reader (an export) never blocks a writer. ``cursor`` gives
         another connection to it (for a second thread). Its database goes when it is left."""
-        db, name = memory_db(), f"snapshot_{next(_SNAPSHOTS)}"
-        with _MEMORY_DB_LOCK, db.cursor() as c:
-            c.execute(f"ATTACH ':memory:' AS {name}")
-        con = db.cursor()
-        try:
-            con.execute(f"USE {name}")
+        with attached() as con:
             self._build_views(con)
             yield con
-        finally:
-            con.close()
-            with _MEMORY_DB_LOCK, db.cursor() as c:
-                c.execute(f"DETACH {name}")
 
     def refresh(self) -> None:
         """Rebuild catalog.duckdb (views only) in a fresh file and rename it into place, so a
         client holding the old one open (``duckdb.connect(..., read_only=True)``) keeps reading
         it and never blocks the writer; a missing or garbage catalog is simply replaced."""
-        tmp = self.root / f".catalog.{os.getpid()}.{next(_SNAPSHOTS)}.duckdb.tmp"
+        tmp = self.root / f".catalog.{os.getpid()}.{unique()}.duckdb.tmp"
         try:
             self._build_catalog(tmp)
             with contextlib.suppress(FileNotFoundError):  # a stale log of the file replaced
@@ -436,30 +386,6 @@ class Workspace:
     def manifest(self, kind: str, key: str) -> dict | None:
         path = self.pass_dir(kind, key) / "manifest.json"
         return read_json(path) if path.exists() else None
-
-
-def duck_path(path: str | Path) -> str:
-    """``path`` as DuckDB's file readers take it literally: they glob every path they are
-    given, so ``[``, ``?`` and ``*`` become one-character classes (``ws[1]`` would match
-    ``ws1``; ``{ }`` and ``\\`` are literal to DuckDB already). For a ``$parameter``; quote
-    it (``duck_files``) to put it in SQL text."""
-    return (str(path).replace("[", "[[]").replace("?", "[?]").replace("*", "[*]"))
-
-
-def duck_files(paths: list[Path]) -> str:
-    """A SQL list literal of ``paths`` for ``read_parquet``: each escaped (``duck_path``) and
-    quoted, so it reads exactly these files whatever characters their paths hold."""
-    return "[" + ", ".join(_literal(duck_path(p)) for p in paths) + "]"
-
-
-def parts(folder: Path) -> str:
-    """A SQL literal of the glob of ``folder``'s ``part-*.parquet``, the folder escaped
-    (``duck_path``): only the part names are a pattern."""
-    return _literal(duck_path(folder) + "/part-*.parquet")
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _ident(name: str) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from curate.workspace import Workspace, cursor, memory_db
-from curate.workspace import view_names as _views
+from curate.catalog import cursor, memory_db
+from curate.catalog import view_names as _views
+from curate.workspace import Workspace
 
 
 def test_snapshots_are_isolated_and_go_when_left(ingested: Path, embedded: Path) -> None:

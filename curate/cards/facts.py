@@ -8,8 +8,9 @@ from typing import Any
 
 import duckdb
 
+from curate.catalog import duck_path
 from curate.files import read_json
-from curate.workspace import Workspace, duck_path
+from curate.workspace import Workspace
 
 NUMERIC = ("FLOAT", "DOUBLE", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "DECIMAL")
 STEP_KEYS = {"rule", "params", "in", "out", "note"}

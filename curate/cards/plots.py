@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from curate.catalog import duck_path
 from curate.errors import CurateError
 from curate.files import atomic_path
 from curate.maps import list_maps, load_points
 from curate.maps.render import figure
-from curate.workspace import Workspace, duck_path
+from curate.workspace import Workspace
 
 BINS = 40
 PNG_META = {"Software": None}  # matplotlib would stamp its version into the file

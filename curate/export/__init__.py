@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from curate import __version__
 from curate.cards import write_card
+from curate.catalog import cursor
 from curate.errors import CurateError
 from curate.export.formats import DEFAULT_FORMAT, make_writer
 from curate.export.query import (
@@ -51,7 +52,7 @@ from curate.files import atomic_path, read_json
 from curate.integrity import require_complete
 from curate.lock import writes
 from curate.select import load_selection
-from curate.workspace import EXPORT_DONE, Workspace, check_name, cursor
+from curate.workspace import EXPORT_DONE, Workspace, check_name
 
 BATCH = 4096  # rows per batch of the export query
 DEFAULT_SHARD_SIZE = 10_000  # img2dataset's default; open_clip needs shards >= workers x GPUs

@@ -19,10 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.catalog import duck_path
 from curate.errors import CurateError
 from curate.files import atomic_path, read_json, write_json
 from curate.images import is_url
-from curate.workspace import EXPORT_DONE, Workspace, duck_path
+from curate.workspace import EXPORT_DONE, Workspace
 
 T = TypeVar("T")
 STATE = ".curate-export.json"  # the resume state of an unfinished export

@@ -13,11 +13,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from curate.catalog import duck_path
 from curate.errors import CurateError
 from curate.lock import writes
 from curate.maps.io import read_manifest
 from curate.select.store import SelectReport, check_free, write_selection
-from curate.workspace import Workspace, duck_path
+from curate.workspace import Workspace
 
 
 def geometry(selection: Any) -> dict | None:

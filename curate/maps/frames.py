@@ -11,9 +11,10 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from curate.catalog import duck_path, view_names
 from curate.errors import CurateError
 from curate.maps.io import list_maps, read_manifest
-from curate.workspace import Workspace, duck_path, view_name, view_names
+from curate.workspace import Workspace, view_name
 
 MAP_COLUMNS = ("sample_id", "x", "y", "cluster", "cluster_label")
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import duckdb
 
+from curate.catalog import duck_path
 from curate.errors import CurateError
-from curate.workspace import NAME, Workspace, duck_path, view_name
+from curate.workspace import NAME, Workspace, view_name
 
 # PRAGMAs and CALLs that only read (sizes, schemas, versions); anything else is refused
 READ_PRAGMAS = frozenset({"database_list", "database_size", "functions", "platform", "show",
