@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
+
+KILL_AT = "CURATE_KILL_AT"  # fault injection: kill -9 just before the Nth commit of a process
+_COMMITS = itertools.count(1)
+
+
+def commit_point() -> None:
+    """Every write becomes visible right after passing here (a rename or an exclusive link
+    into place). With ``CURATE_KILL_AT=N`` in the environment the process kills itself (-9) on
+    the Nth pass, so the fault-injection tests can walk a kill over every commit of a verb."""
+    at = os.environ.get(KILL_AT)
+    if at and next(_COMMITS) == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def commit(tmp: str | Path, final: str | Path) -> None:
+    """Rename the finished ``tmp`` over ``final`` (atomic on one file system)."""
+    commit_point()
+    os.replace(tmp, final)
 
 
 @contextlib.contextmanager
@@ -24,7 +44,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, final)
+        commit(tmp, final)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -92,7 +112,7 @@ def atomic_files(finals: list[Path], journal: Path) -> Iterator[list[Path]]:
 def _roll_forward(journal: Path) -> None:
     for tmp, final in read_json(journal)["replace"]:
         with contextlib.suppress(FileNotFoundError):  # already moved (by another recover)
-            os.replace(tmp, final)
+            commit(tmp, final)
     with contextlib.suppress(FileNotFoundError):
         journal.unlink()
 

@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +20,12 @@ import pyarrow.parquet as pq
 
 from curate.catalog import attached, connection, parts, unique, view_names
 from curate.errors import CurateError
-from curate.files import atomic_files, atomic_path, read_json, recover
+from curate.files import atomic_files, atomic_path, commit, commit_point, read_json, recover
 
 DEFAULT_WORKSPACE = "workspace"
+
+
+Scan = Callable[[Path, bool], str]  # (folder, match columns by name) -> a relation of its parts
 
 
 def model_key(name: str) -> str:
@@ -160,6 +163,7 @@ class Workspace:
             while True:
                 final = self.sample_part(index)
                 try:
+                    commit_point()
                     os.link(tmp, final)
                     break
                 except FileExistsError:
@@ -307,7 +311,7 @@ class Workspace:
             self._build_catalog(tmp)
             with contextlib.suppress(FileNotFoundError):  # a stale log of the file replaced
                 os.unlink(f"{self.catalog_path}.wal")
-            os.replace(tmp, self.catalog_path)
+            commit(tmp, self.catalog_path)
         finally:
             for leftover in (tmp, Path(f"{tmp}.wal")):
                 with contextlib.suppress(FileNotFoundError):
@@ -327,31 +331,29 @@ class Workspace:
                 self._build_views(con)
             shutil.copyfile(built, path)
 
-    def build_views(self, con: duckdb.DuckDBPyConnection) -> None:
+    def build_views(self, con: duckdb.DuckDBPyConnection, scan: Scan | None = None) -> None:
         """The catalog's views (``samples``, ``pairs``, ``embeddings_*``, ``scores_*``) in
         ``con``, any connection: an in-memory one reads the Parquet and leaves catalog.duckdb
-        alone (``curate.connect`` builds its sandbox this way)."""
-        self._build_views(con)
+        alone. ``scan(folder)`` gives the relation a view reads a folder's parts from (default:
+        ``read_parquet`` of their glob); ``curate.connect`` passes Arrow datasets, so its
+        DuckDB needs no file access at all."""
+        self._build_views(con, scan)
 
-    def _build_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        # each view reads its folder's parts by a glob whose folder is escaped (``parts``):
-        # a workspace at ``ws[1]`` reads its own parts, not ``ws1``'s, and a reader holding
-        # an older catalog.duckdb still sees parts written since
+    def _build_views(self, con: duckdb.DuckDBPyConnection, scan: Scan | None = None) -> None:
+        scan = scan or _glob_scan
         views = {}
         if self.sample_parts():
-            # parts of different sources may carry different metadata columns
-            views["samples"] = (f"SELECT * FROM read_parquet({parts(self.samples_dir)}, "
-                                "union_by_name = true)")
+            views["samples"] = f"SELECT * FROM {scan(self.samples_dir, True)}"
         for d in self.pass_dirs("embeddings"):
             if any(d.glob("part-*.parquet")):
                 m = read_json(d / "manifest.json")  # Parquet keeps no array size: cast
                 casts = ", ".join(f"{c}::FLOAT[{int(m['dim'])}] AS {c}" for c in m["columns"]
                                   if c.endswith("_emb"))
                 views[view_name("embeddings", d.name)] = (
-                    f"SELECT * REPLACE ({casts}) FROM read_parquet({parts(d)})")
+                    f"SELECT * REPLACE ({casts}) FROM {scan(d)}")
         for d in self.pass_dirs("scores"):
             if any(d.glob("part-*.parquet")):
-                views[view_name("scores", d.name)] = f"SELECT * FROM read_parquet({parts(d)})"
+                views[view_name("scores", d.name)] = f"SELECT * FROM {scan(d)}"
         for name in view_names(con) - set(views) - {"pairs"}:
             con.execute(f'DROP VIEW IF EXISTS "{name}"')
         for name, sql in views.items():
@@ -386,6 +388,14 @@ class Workspace:
     def manifest(self, kind: str, key: str) -> dict | None:
         path = self.pass_dir(kind, key) / "manifest.json"
         return read_json(path) if path.exists() else None
+
+
+def _glob_scan(folder: Path, by_name: bool = False) -> str:
+    """``read_parquet`` of the glob of ``folder``'s parts, the folder escaped (``parts``): a
+    workspace at ``ws[1]`` reads its own parts, not ``ws1``'s, and a reader holding an older
+    catalog.duckdb still sees parts written since. ``by_name``: columns matched by name (parts
+    of different sources carry different metadata columns)."""
+    return f"read_parquet({parts(folder)}{', union_by_name = true' if by_name else ''})"
 
 
 def _ident(name: str) -> str:

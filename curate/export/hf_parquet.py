@@ -12,7 +12,6 @@ struct ``{bytes, path}`` of the ``datasets`` ``Image`` feature), ``caption``, th
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import blake3
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 from curate.export.read import SourceReader
 from curate.export.writer import Target, record_shard, slices
+from curate.files import commit
 
 STEP = 64 << 20  # image bytes read at a time (and the most one row group holds)
 PROVENANCE = ("key", "sample_id", "rank", "reason", "url", "source_key", "image_format",
@@ -162,7 +162,7 @@ class HfParquetWriter:
         with open(self.tmp, "rb") as f:
             while chunk := f.read(1 << 24):
                 h.update(chunk)
-        os.replace(self.tmp, final)
+        commit(self.tmp, final)
         record_shard(self.target, self.state, {
             "name": final.name, "first": self._planned[-1]["first"], "samples": self.samples,
             "bytes": final.stat().st_size, "blake3": h.hexdigest()})

@@ -22,6 +22,8 @@ import blake3
 import numba
 import numpy as np
 
+from curate.files import commit
+
 BLOCK, RECORD = 512, 10240  # tar block; archives are padded to whole records like GNU tar
 MAX_SIZE = 8**11 - 1  # the largest member a plain ustar size field holds (8 GiB)
 _MODE_IDS = b"0000444\x000000000\x000000000\x00"  # mode 0444, uid 0, gid 0
@@ -257,7 +259,7 @@ class Sink:
             os.close(fd)
 
     def _close_file(self, shard: Shard, digest: str) -> None:
-        os.replace(shard.tmp, shard.final)
+        commit(shard.tmp, shard.final)
         self.on_done(shard, shard.size, digest)
 
     def _put(self, item: tuple) -> None:

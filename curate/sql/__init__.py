@@ -9,9 +9,9 @@ model whose embeddings the query reads and binds it as ``$text_emb`` (and that m
 embeddings view name as ``$embeddings``, for ``query_table($embeddings)``).
 
 Every statement is checked, then run on ``connect(ws)``: an in-memory DuckDB whose views read
-the workspace's Parquet and nothing outside it (``curate.sql.sandbox`` says how). Files are named
-by absolute path or through the views and macros (``selection(name)``, ``drop_log(name)``,
-``map_points(name)``); relative paths are refused.
+the workspace's Parquet through Arrow, and which may open no file itself (``curate.sql.sandbox``
+says how): files are reached only through the views and macros (``selection(name)``,
+``drop_log(name)``, ``map_points(name)``).
 """
 
 from __future__ import annotations
@@ -117,13 +117,11 @@ def _text_embedding(ws: Workspace, sql: str, text: str, model: str | None
     return {"text_emb": vec, "embeddings": view}, sql
 
 
-def _error(con: duckdb.DuckDBPyConnection, label: str, e: duckdb.Error) -> CurateError:
+def _error(label: str, e: duckdb.Error) -> CurateError:
     line = str(e).strip().splitlines()[0]
     if isinstance(e, duckdb.PermissionException):
-        root = ", ".join(con.execute("SELECT current_setting('allowed_directories')"
-                                     ).fetchall()[0][0])
-        line += (f"; SQL here reads only files under {root} (by absolute path) and the views "
-                 "and macros (selection(name), drop_log(name), map_points(name))")
+        line += ("; SQL here names no file: it reads the workspace through its views and "
+                 "macros (selection(name), drop_log(name), map_points(name))")
     return CurateError(f"{label}: {line}")
 
 
@@ -144,7 +142,7 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, values: dict[str, Any] | N
             rel = con.sql(stmt, params={k: values[k] for k in wanted} or None)
             result = rel.to_arrow_table() if rel is not None else None
         except duckdb.Error as e:
-            raise _error(con, label, e) from None
+            raise _error(label, e) from None
     return result if result is not None else pa.table({})
 
 

@@ -5,15 +5,15 @@ any runs and lets through only reading ones: SELECT (``DESCRIBE``, ``SHOW``, ``S
 ``FROM``, ``VALUES`` and ``WITH`` parse as SELECT), EXPLAIN [ANALYZE] of a statement that passes
 the check itself, and PRAGMA or CALL of a short read-only allow-list. ``connect`` is DuckDB's own
 wall: the views are built in memory (catalog.duckdb is never opened, so a reader never blocks a
-writer), external access is off with the workspace root as the only allowed directory,
-extensions are never installed or loaded, nothing spills to a temp directory, no secrets are
-read, and the configuration is locked last. A file outside the workspace
-(``read_text('/etc/passwd')``, ``glob('/root/*')``, another workspace's Parquet, a symlink out
-of it) is a DuckDB permission error, whatever the SQL looks like.
-
-DuckDB's allowed directories can be written as well as read, so a COPY or ATTACH into the
-workspace is stopped by ``check`` alone: code handed the bare connection (a notebook's SQL
-cells, a Python user) can read only the workspace but should run others' SQL through ``check``.
+writer) over Arrow datasets of the workspace's Parquet, so DuckDB itself needs no file access:
+external access is off with no allowed directory, extensions are never installed or loaded,
+nothing spills to a temp directory, no secrets are read, and the configuration is locked last.
+Any file named in SQL (``read_text('/etc/passwd')``, ``glob('/root/*')``, ``COPY ... TO``,
+``ATTACH``, even the workspace's own Parquet by path) is a DuckDB permission error, whatever the
+SQL looks like and whether or not ``check`` ran, so the bare connection (a notebook's SQL cells,
+a Python user) writes nothing and reads only what the views show. What such a user can still do
+is change the connection's own in-memory database (``CREATE TABLE``, ``DROP VIEW``): it goes
+with the connection and touches no file.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-from curate.catalog import duck_path
 from curate.errors import CurateError
-from curate.workspace import NAME, Workspace, view_name
+from curate.workspace import Workspace, view_name
 
 # PRAGMAs and CALLs that only read (sizes, schemas, versions); anything else is refused
 READ_PRAGMAS = frozenset({"database_list", "database_size", "functions", "platform", "show",
@@ -127,51 +129,81 @@ def check(sql: str) -> list[str]:
     return [s.query for s in stmts]
 
 
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")
+class _Datasets:
+    """Arrow datasets of the workspace's Parquet, registered in ``con`` under names of their
+    own: DuckDB reads them through Arrow, so it needs no file access at all."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con, self.count = con, 0
+
+    def register(self, files: list[Path], by_name: bool = False) -> str:
+        """The registered name of a dataset of ``files`` (columns matched by name: parts of
+        different sources carry different metadata columns)."""
+        schema = (pa.unify_schemas([pq.read_schema(f) for f in files],
+                                   promote_options="permissive") if by_name and files else None)
+        name = f"_parquet_{self.count}"
+        self.count += 1
+        self.con.register(name, ds.dataset([str(f) for f in files], schema=schema,
+                                           format="parquet"))
+        return name
+
+    def scan(self, folder: Path, by_name: bool = False) -> str:
+        """``Workspace.build_views``'s ``scan``: the parts of ``folder`` as they are now."""
+        return f'"{self.register(sorted(folder.glob("part-*.parquet")), by_name)}"'
 
 
-def _name_sql(what: str) -> str:
-    """SQL that yields macro argument ``name`` if ``check_name`` would accept it, else fails
-    with check_name's line: a parameter never walks out of the folder it names a file in."""
-    why = f"{what} ''' || name || ''': use letters, digits, ''_'', ''-'', ''.'' (not first), " \
-          "at most 128 characters"
-    return (f"CASE WHEN regexp_full_match(name, '{NAME.pattern}') THEN name "
-            f"ELSE error('{why}') END")
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
-def _layout(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
+def _lookup(what: str, tables: dict[str, str]) -> str:
+    """SQL for ``query_table``: the registered table of macro argument ``name``, or one line
+    saying which names there are (a parameter never names anything but a workspace file)."""
+    whens = "".join(f" WHEN name = {_literal(n)} THEN {_literal(t)}"
+                    for n, t in sorted(tables.items()))
+    there = _literal(f"' in this workspace (there are: {', '.join(sorted(tables)) or 'none'})")
+    return (f"CASE WHEN name IS NULL THEN error('a {what} is named by text, not NULL'){whens} "
+            f"ELSE error('no {what} ''' || name || {there}) END")
+
+
+def _layout(con: duckdb.DuckDBPyConnection, ws: Workspace, data: _Datasets) -> None:
     """Views ``map_<name>`` and ``selection_<name>``, and table macros that find a selection's
     ids, drop log or map by name: ``selection(name)``, ``drop_log(name)`` (with
     ``file_row_number``: the order the rules dropped them) and ``map_points(name)``."""
+    found: dict[str, dict[str, str]] = {"selection": {}, "drop_log": {}, "map_points": {}}
     for name in ws.map_names():
-        con.execute(f'CREATE VIEW "{view_name("map", name)}" AS SELECT * FROM '
-                    f"read_parquet('{_quote(duck_path(ws.map_files(name).parquet))}')")
+        found["map_points"][name] = data.register([ws.map_files(name).parquet])
     for name in ws.selection_names():
-        con.execute(f'CREATE VIEW "{view_name("selection", name)}" AS SELECT * FROM '
-                    f"read_parquet('{_quote(duck_path(ws.selection(name).parquet))}')")
-    like = ws.selection("NAME")  # the layout's folders, as the workspace builds them
-    for macro, folder, what, extra in (
-            ("selection", like.parquet.parent, "selection name", ""),
-            ("drop_log", like.dropped.parent, "selection name", ", file_row_number = true"),
-            ("map_points", ws.map_files("NAME").parquet.parent, "map name", "")):
-        con.execute(f"CREATE MACRO {macro}(name) AS TABLE SELECT * FROM read_parquet("
-                    f"'{_quote(duck_path(folder))}/' || {_name_sql(what)} || '.parquet'{extra})")
+        sel = ws.selection(name)
+        found["selection"][name] = data.register([sel.parquet])
+        if sel.dropped.exists():
+            found["drop_log"][name] = data.register([sel.dropped])
+    for kind, macro in (("map", "map_points"), ("selection", "selection")):
+        for name, table in found[macro].items():
+            con.execute(f'CREATE VIEW "{view_name(kind, name)}" AS SELECT * FROM "{table}"')
+    for macro, what, extra in (
+            ("selection", "selection", ""),
+            ("drop_log", "drop log of a selection",
+             ", row_number() OVER () - 1 AS file_row_number"),  # a one-file scan keeps order
+            ("map_points", "map", "")):
+        con.execute(f"CREATE MACRO {macro}(name) AS TABLE SELECT *{extra} FROM "
+                    f"query_table({_lookup(what, found[macro])})")
 
 
 def connect(workspace: Workspace | str | Path) -> duckdb.DuckDBPyConnection:
     """A locked in-memory DuckDB with the workspace's views (``samples``, ``pairs``,
     ``embeddings_*``, ``scores_*``, ``map_*``, ``selection_*``) and macros (``selection``,
-    ``drop_log``, ``map_points``), reading only files under the workspace root."""
+    ``drop_log``, ``map_points``) over Arrow datasets of the workspace's Parquet as it is now
+    (connect again to see parts written since). DuckDB itself may touch no file: ``COPY``,
+    ``ATTACH``, ``read_parquet`` or ``read_text`` of any path is a permission error."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     con = duckdb.connect(config=SETTINGS)
     try:
         con.execute("SET temp_directory = ''")  # a query beyond memory fails, never spills
-        con.execute("SET allowed_directories = $d", {"d": sorted({  # as given, and as escaped
-            str(ws.root).rstrip("/") + "/", duck_path(ws.root).rstrip("/") + "/"})})
+        data = _Datasets(con)
+        ws.build_views(con, data.scan)
+        _layout(con, ws, data)
         con.execute("SET enable_external_access = false")
-        ws.build_views(con)
-        _layout(con, ws)
         con.execute("SET lock_configuration = true")
     except BaseException:
         con.close()
