@@ -128,3 +128,17 @@ def recover(journals: Path) -> list[str]:
             continue
         done.append(journal.stem)
     return done
+
+
+def sweep(root: Path, journals: Path) -> list[Path]:
+    """Remove the temporary files (``.*.tmp``) that killed writers left under ``root``, after
+    finishing the replacements whose journals under ``journals`` still name theirs; the files
+    removed. Only the holder of the workspace's writer lock may call it: no other writer can
+    be midway through a temporary file then."""
+    recover(journals)
+    gone = []
+    for p in sorted(root.rglob(".*.tmp")):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            p.unlink()
+            gone.append(p)
+    return gone

@@ -6,6 +6,8 @@ so nothing is computed twice and no part is written by two processes. Readers (`
 ``sql``, ``curate.connect``, the notebooks) take no lock. The kernel drops the lock when the
 holder exits, ``kill -9`` included, so a stale lock never needs clearing by hand. Within one
 process the lock is re-entrant (``score`` may run ``embed`` first; ``export`` writes a card).
+Taking the lock also clears what a killed writer left: its unfinished multi-file replacements
+are finished and its temporary files removed (no other writer can be using them).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from curate.errors import CurateError
+from curate.files import sweep
+from curate.workspace import Workspace
 
 LOCK_FILE = ".curate-writer.lock"
 _HELD: dict[str, tuple[int, int]] = {}  # workspace root -> (fd, depth) held by this process
@@ -85,18 +89,27 @@ def writing(root: str | Path, verb: str) -> Iterator[None]:
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode(), 0)
         with _GUARD:
             _HELD[key] = (fd, 1)
+        try:  # the first writer after a kill clears what the killed one left half-written
+            sweep(Path(key), Workspace(Path(key)).journals_dir)
+        except BaseException:
+            _release(key)
+            raise
     try:
         yield
     finally:
-        with _GUARD:
-            fd, depth = _HELD[key]
-            if depth > 1:
-                _HELD[key] = (fd, depth - 1)
-            else:
-                del _HELD[key]
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
+        _release(key)
+
+
+def _release(key: str) -> None:
+    with _GUARD:
+        fd, depth = _HELD[key]
+        if depth > 1:
+            _HELD[key] = (fd, depth - 1)
+        else:
+            del _HELD[key]
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 def writes(verb: str, arg: str = "workspace") -> Callable[[F], F]:

@@ -20,7 +20,15 @@ import pyarrow.parquet as pq
 
 from curate.catalog import attached, connection, parts, unique, view_names
 from curate.errors import CurateError
-from curate.files import atomic_files, atomic_path, commit, commit_point, read_json, recover
+from curate.files import (
+    DamagedFile,
+    atomic_files,
+    atomic_path,
+    commit,
+    commit_point,
+    read_json,
+    recover,
+)
 
 DEFAULT_WORKSPACE = "workspace"
 
@@ -344,16 +352,12 @@ class Workspace:
         views = {}
         if self.sample_parts():
             views["samples"] = f"SELECT * FROM {scan(self.samples_dir, True)}"
-        for d in self.pass_dirs("embeddings"):
-            if any(d.glob("part-*.parquet")):
-                m = read_json(d / "manifest.json")  # Parquet keeps no array size: cast
-                casts = ", ".join(f"{c}::FLOAT[{int(m['dim'])}] AS {c}" for c in m["columns"]
-                                  if c.endswith("_emb"))
-                views[view_name("embeddings", d.name)] = (
-                    f"SELECT * REPLACE ({casts}) FROM {scan(d)}")
-        for d in self.pass_dirs("scores"):
-            if any(d.glob("part-*.parquet")):
-                views[view_name("scores", d.name)] = f"SELECT * FROM {scan(d)}"
+        for d, m in self._viewable("embeddings"):  # Parquet keeps no array size: cast
+            casts = ", ".join(f"{c}::FLOAT[{int(m['dim'])}] AS {c}" for c in m["columns"]
+                              if c.endswith("_emb"))
+            views[view_name("embeddings", d.name)] = f"SELECT * REPLACE ({casts}) FROM {scan(d)}"
+        for d, _ in self._viewable("scores"):
+            views[view_name("scores", d.name)] = f"SELECT * FROM {scan(d)}"
         for name in view_names(con) - set(views) - {"pairs"}:
             con.execute(f'DROP VIEW IF EXISTS "{name}"')
         for name, sql in views.items():
@@ -367,6 +371,17 @@ class Workspace:
         if "samples" in views:
             con.execute(f"CREATE OR REPLACE VIEW pairs AS {self._pairs_sql(views, con)}")
 
+    def _viewable(self, kind: str) -> list[tuple[Path, dict]]:
+        """The pass folders of ``kind`` with parts and a readable manifest, each with it. A
+        folder whose manifest is damaged gets no view (``curate verify`` and ``info`` name it;
+        a rerun of its pass mends it), so it cannot stop every other reader and writer."""
+        found = []
+        for d in self.pass_dirs(kind):
+            if any(d.glob("part-*.parquet")):
+                with contextlib.suppress(DamagedFile, OSError):
+                    found.append((d, read_json(d / "manifest.json")))
+        return found
+
     def _pairs_sql(self, views: dict[str, str],
                    con: duckdb.DuckDBPyConnection | None = None) -> str:
         """Samples joined with every score pass's columns. A pass run with non-default
@@ -375,10 +390,10 @@ class Workspace:
         cols, joins = [], []
         taken = ({r[0] for r in con.execute("DESCRIBE samples").fetchall()} if con is not None
                  else set(pq.read_schema(self.sample_parts()[0]).names))  # every part's
-        for i, d in enumerate(d for d in self.pass_dirs("scores")
-                              if view_name("scores", d.name) in views):
+        for i, (d, m) in enumerate((d, m) for d, m in self._viewable("scores")
+                                   if view_name("scores", d.name) in views):
             suffix = "__" + _ident(d.name.split("--", 1)[1]) if "--" in d.name else ""
-            for c in read_json(d / "manifest.json")["columns"]:
+            for c in m["columns"]:
                 name = c + suffix if c + suffix not in taken else f"{c}__{_ident(d.name)}"
                 taken.add(name)
                 cols.append(f', t{i}."{c}" AS "{name}"')

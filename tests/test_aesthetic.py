@@ -96,6 +96,16 @@ def test_another_head_at_the_same_path_is_not_mixed_with_old_scores(
     assert f"head sha256 {old['head'][:12]}, now {new[:12]}" in str(e.value)
     assert str(out) in str(e.value)
     assert not (out / "part-000000.parquet").exists()
+    # each part records its weights too: a damaged manifest loses nothing the check needs
+    random_head(tmp_path / "head.pth", 64, seed=1)
+    score(ws, "aesthetic", {"weights": str(tmp_path / "head.pth")}, progress=False)
+    kept = (out / "part-000000.parquet").read_bytes()
+    (out / "manifest.json").write_bytes(b"")
+    random_head(tmp_path / "head.pth", 64, seed=2)
+    with pytest.raises(CurateError, match="other weights") as e:
+        score(ws, "aesthetic", {"weights": str(tmp_path / "head.pth")}, progress=False)
+    assert f"head sha256 {old['head'][:12]}, now {new[:12]}" in str(e.value)
+    assert (out / "part-000000.parquet").read_bytes() == kept
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ is refused before it adds a part, so a folder never mixes outputs of two models.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from curate.workspace import Workspace
 # yields (input part, output table) in input order; calls the callback with rows done
 Process = Callable[[list[Path], Callable[[int], None]], Iterator[tuple[Path, pa.Table]]]
 WEIGHTS = "weights_sha256"  # the manifest field: {name: sha256} of the weights files used
+PART_WEIGHTS = b"curate.weights_sha256"  # the same, in each part's Parquet metadata
 
 
 def ok_count(part: Path) -> int:
@@ -96,6 +98,28 @@ def recorded_weights(manifest: dict) -> dict[str, str]:
     return {"model": old} if isinstance(old, str) else {}
 
 
+def stamped(table: pa.Table, weights: dict[str, str] | None) -> pa.Table:
+    """``table`` with the weights it was computed with in its Parquet metadata, so every part
+    carries its own record (a damaged manifest loses nothing the weights check needs)."""
+    if weights is None:
+        return table
+    meta = dict(table.schema.metadata or {})
+    meta[PART_WEIGHTS] = json.dumps(weights, sort_keys=True).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def part_weights(out_dir: Path) -> dict[str, str]:
+    """The weights recorded in the parts of ``out_dir`` (the first part that records any)."""
+    for part in sorted(out_dir.glob("part-*.parquet")):
+        try:
+            meta = pq.read_schema(part).metadata or {}
+        except (pa.ArrowException, OSError):
+            continue
+        if PART_WEIGHTS in meta:
+            return dict(json.loads(meta[PART_WEIGHTS]))
+    return {}
+
+
 def check_weights(out_dir: Path, before: dict[str, str], now: dict[str, str] | None) -> None:
     """Refuse to add parts to ``out_dir`` when its parts came from other weights."""
     for name in sorted(set(before) & set(now or {})):
@@ -128,7 +152,7 @@ def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = Fals
     except DamagedFile:
         prev = {}
     if any(out_dir.glob("part-*.parquet")):  # before anything is written
-        check_weights(out_dir, recorded_weights(prev), job.weights)
+        check_weights(out_dir, recorded_weights(prev) or part_weights(out_dir), job.weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".*.tmp"):  # left by a killed run
         stale.unlink()
@@ -154,7 +178,7 @@ def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = Fals
         bar.update(n)
 
     for part, table in job.process(pending, advance):
-        write_parquet(table, out_dir / part.name)
+        write_parquet(stamped(table, job.weights), out_dir / part.name)
         report.parts_written += 1
     bar.close()
     report.seconds = time.time() - start
