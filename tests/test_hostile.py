@@ -163,6 +163,32 @@ def test_an_image_over_the_size_cap_is_a_failed_row(tmp_path: Path) -> None:
     assert report.errors["image_too_large"] == 1
 
 
+def test_a_tar_member_over_the_cap_is_refused_from_its_header_never_read(tmp_path: Path
+                                                                         ) -> None:
+    """A member whose header claims 16 GiB, followed by a few bytes: reading it would take the
+    whole file (and find it truncated); its header alone makes it ``image_too_large``, and the
+    sample before it is untouched."""
+    import tarfile
+
+    shard = tmp_path / "big.tar"
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (("a.png", _png(1)), ("a.txt", b"a small picture")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    huge = tarfile.TarInfo("b.png")
+    huge.size = 1 << 34
+    body = shard.read_bytes().rstrip(b"\0")  # the end-of-archive blocks give way to b.png
+    body += b"\0" * (-len(body) % 512)
+    shard.write_bytes(body + huge.tobuf(format=tarfile.GNU_FORMAT) + b"x" * 4096)
+    report = ingest([str(shard)], tmp_path / "ws", progress=False, max_image_bytes=1 << 20)
+    rows = {r["key"]: r for r in _rows(tmp_path / "ws")}
+    assert rows["a"]["status"] == "ok"
+    assert rows["b"]["status"] == "failed" and rows["b"]["error"].startswith(
+        f"image_too_large: b.png is {1 << 34} bytes, over the cap of {1 << 20}"), rows["b"]
+    assert report.errors["image_too_large"] == 1
+
+
 def _shard(tmp_path: Path, change) -> Path:
     """One img2dataset shard of 6 samples whose parquet ``change(rows)`` rewrites."""
     from curate.synth import make_pool

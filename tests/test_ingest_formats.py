@@ -110,7 +110,8 @@ def test_headerless_tsv_of_urls_is_fetched_once_into_the_workspace(
     lines = [(f'"a quoted start {i}' if i == 0 else f"caption {i}", f"{base}/{i}.jpg")
              for i in range(6)]
     bad = {"missing": f"{base}/missing.jpg", "page": f"{base}/page.jpg",
-           "ftp": "ftp://127.0.0.1/x.jpg", "drip": f"{base}/drip.jpg", "big": f"{base}/big.jpg"}
+           "ftp": "ftp://127.0.0.1/x.jpg", "drip": f"{base}/drip.jpg", "big": f"{base}/big.jpg",
+           "nohost": "http://no-such-host.invalid/x.jpg"}  # .invalid never resolves (RFC 6761)
     lines += [(name, url) for name, url in bad.items()]
     tsv = tmp_path / "cc3m.tsv"
     tsv.write_text("".join(f"{c}\t{u}\n" for c, u in lines))
@@ -136,6 +137,8 @@ def test_headerless_tsv_of_urls_is_fetched_once_into_the_workspace(
     assert "scheme" in by_caption["ftp"]["error"]
     assert "deadline" in by_caption["drip"]["error"]
     assert "cap" in by_caption["big"]["error"]
+    assert by_caption["nohost"]["error"].startswith(
+        "failed_to_download: DNS lookup of no-such-host.invalid failed")
     assert codes(by_caption["page"]["error"]) == {"undecodable_image"}
     for name in ("missing", "ftp", "drip", "big"):
         assert codes(by_caption[name]["error"]) == {"failed_to_download"}

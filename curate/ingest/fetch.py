@@ -1,6 +1,7 @@
 """Downloading image URLs once, at ingest: http and https only, in parallel threads with a
 bounded number of requests in flight, a timeout on each connect and read, a deadline on each
-URL as a whole (a server that drips bytes is cut off), and a size cap. A failure is a message
+URL as a whole (a server that drips bytes is cut off; the DNS lookup is bounded by it too), and
+a size cap. A failure is a message
 (the row's ``failed_to_download: ...``), never an exception out of ``fetch_all``.
 
 Not a source kind: the readers of URL tables call it. ``bench/ingest_kinds.py`` measures it
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +46,43 @@ class FetchError(Exception):
     """Why one URL gave no image (one line)."""
 
 
+def resolve(host: str, port: int, timeout: float) -> str:
+    """The first address of ``host``, looked up within ``timeout`` seconds: the system's
+    resolver takes no timeout, so it runs in a daemon thread that is left behind (never
+    waited for) when it overruns, and the URL fails with one line."""
+    found: dict[str, object] = {}
+
+    def look() -> None:
+        try:
+            found["addr"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+        except OSError as e:
+            found["error"] = e
+
+    t = threading.Thread(target=look, name="curate-dns", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise FetchError(f"DNS lookup of {host} took over {timeout:g}s")
+    if "error" in found:
+        raise FetchError(f"DNS lookup of {host} failed: {found['error']}")
+    return str(found["addr"])
+
+
+class _Resolved(http.client.HTTPConnection):
+    """A connection to an address looked up beforehand (``resolve``), under the host's name
+    (its Host header and, for https, its TLS server name)."""
+
+    address = ""
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _ResolvedHTTPS(http.client.HTTPSConnection, _Resolved):
+    """https over ``_Resolved``: HTTPSConnection.connect wraps the socket _Resolved opens."""
+
+
 def fetch(url: str, config: FetchConfig = FetchConfig()) -> bytes:
     """The body of ``url`` (following redirects); raises ``FetchError`` with the reason."""
     start = time.monotonic()
@@ -61,9 +100,9 @@ def fetch(url: str, config: FetchConfig = FetchConfig()) -> bytes:
                 raise FetchError(f"unsupported scheme {parts.scheme!r} (http and https only)")
             if not parts.hostname:
                 raise FetchError("no host in the URL")
-            cls = (http.client.HTTPSConnection if parts.scheme == "https"
-                   else http.client.HTTPConnection)
+            cls = _ResolvedHTTPS if parts.scheme == "https" else _Resolved
             conn = cls(parts.hostname, parts.port, timeout=left())
+            conn.address = resolve(parts.hostname, conn.port, left())
             try:
                 target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
                 target += f"?{parts.query}" if parts.query else ""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from curate.errors import CurateError
 from curate.images import IMAGE_EXTS
-from curate.ingest.kinds import Kind, Options, Record, Source, register
+from curate.ingest.kinds import MAX_IMAGE_BYTES, Kind, Options, Record, Source, register
 
 # img2dataset's per-sample fields (in its parquet, and in each sample's .json) -> columns
 META_COLUMNS = {"url": "url", "key": "orig_key", "width": "width_i2d", "height": "height_i2d",
@@ -57,7 +57,8 @@ def records(source: Source, rows: dict[str, dict],
     """The samples of a tar with their metadata: the row of ``rows`` with the sample's key
     (popped, so the rows left after are those with no sample in the tar), else its .json."""
     named = options.caption_col if options else None
-    for rec in _groups(source):
+    cap = options.max_image_bytes if options else MAX_IMAGE_BYTES
+    for rec in _groups(source, cap):
         describe(rec, rec.meta.pop("_json", None), rows, named)
         yield rec
 
@@ -98,9 +99,11 @@ def _split(name: str) -> tuple[str, str]:
     return (m.group(1), m.group(2).lower()) if m else (name, "")
 
 
-def _groups(source: Source) -> Iterator[Record]:
+def _groups(source: Source, cap: int = MAX_IMAGE_BYTES) -> Iterator[Record]:
     """Group consecutive tar members by key, as webdataset does; a truncated tar ends the
-    iteration with an error on the sample it cut."""
+    iteration with an error on the sample it cut. A member over ``cap`` bytes (its header
+    says how many) is never read: the sample gets ``image_too_large`` (or
+    ``caption_too_large``, ``metadata_too_large`` for its text or .json)."""
     gz = _mode(source.path) == "r:gz"
     try:
         tar = tarfile.open(source.path, _mode(source.path))
@@ -138,6 +141,11 @@ def _groups(source: Source) -> Iterator[Record]:
                     cur.errors.append(f"duplicate_key: key {key!r} appears again in the tar")
                 seen.add(key)
             if field_ is None:
+                continue
+            if member.size > cap:
+                what = {"image": "image", "txt": "caption"}.get(field_, "metadata")
+                cur.errors.append(f"{what}_too_large: {member.name} is {member.size} bytes, "
+                                  f"over the cap of {cap}")
                 continue
             try:
                 data = tar.extractfile(member).read()
