@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from curate.catalog import attached, connection, parts, unique, view_names
 from curate.errors import CurateError
 from curate.files import atomic_files, atomic_path, read_json, recover
+from curate.groups import IMAGES_SQL, samples_sql
 
 DEFAULT_WORKSPACE = "workspace"
 
@@ -43,7 +44,7 @@ EXPORT_DONE = "export.json"  # written last into an export folder: without it, u
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # the workspace's own entries: nothing else may be created at its top level by a verb
 LAYOUT = ("samples", "embeddings", "scores", "selections", "maps", "exports", "evaluations",
-          "data_cards", "catalog.duckdb", "images")
+          "data_cards", "catalog.duckdb", "images", "captions")
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -184,8 +185,9 @@ class Workspace:
         return self.images_dir / f"part-{index:06d}.tar"
 
     def pass_dir(self, kind: str, key: str) -> Path:
-        """The output folder of a pass: ``embeddings/<key>`` or ``scores/<key>``."""
-        if kind not in ("embeddings", "scores"):
+        """The output folder of a pass: ``embeddings/<key>``, ``scores/<key>`` or, for a
+        captioning run, ``captions/<key>``."""
+        if kind not in ("embeddings", "scores", "captions"):
             raise ValueError(f"unknown kind of pass output {kind!r}")
         return self.root / kind / key
 
@@ -207,6 +209,11 @@ class Workspace:
     def scores_dir(self, key: str) -> Path:
         """The folder of a scoring pass's output (its key: name plus non-default params)."""
         return self.pass_dir("scores", key)
+
+    def caption_log(self, source: str) -> Path:
+        """What the last ``curate captions add`` of caption source ``source`` did with every
+        row of its table (``captions/SOURCE.parquet``: status, error, sample_id)."""
+        return self.root / "captions" / f"{check_name(source, 'caption source')}.parquet"
 
     @property
     def selections_dir(self) -> Path:
@@ -328,7 +335,8 @@ class Workspace:
             shutil.copyfile(built, path)
 
     def build_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        """The catalog's views (``samples``, ``pairs``, ``embeddings_*``, ``scores_*``) in
+        """The catalog's views (``samples``, ``images``, ``pairs``, ``embeddings_*``,
+        ``scores_*``) in
         ``con``, any connection: an in-memory one reads the Parquet and leaves catalog.duckdb
         alone (``curate.connect`` builds its sandbox this way)."""
         self._build_views(con)
@@ -340,8 +348,9 @@ class Workspace:
         views = {}
         if self.sample_parts():
             # parts of different sources may carry different metadata columns
-            views["samples"] = (f"SELECT * FROM read_parquet({parts(self.samples_dir)}, "
-                                "union_by_name = true)")
+            read = f"read_parquet({parts(self.samples_dir)}, union_by_name = true)"
+            views["samples"] = samples_sql(read, _columns(con, read))
+            views["images"] = IMAGES_SQL  # one row per image (curate.groups)
         for d in self.pass_dirs("embeddings"):
             if any(d.glob("part-*.parquet")):
                 m = read_json(d / "manifest.json")  # Parquet keeps no array size: cast
@@ -386,6 +395,15 @@ class Workspace:
     def manifest(self, kind: str, key: str) -> dict | None:
         path = self.pass_dir(kind, key) / "manifest.json"
         return read_json(path) if path.exists() else None
+
+
+def _columns(con: duckdb.DuckDBPyConnection, read: str) -> set[str]:
+    """The union of the columns of the parts ``read`` reads (their footers only)."""
+    try:
+        return {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {read}").fetchall()}
+    except duckdb.Error as e:
+        raise CurateError(f"cannot read the parts of view samples ({str(e).splitlines()[0]}); "
+                          "`curate verify` finds the damaged file") from None
 
 
 def _ident(name: str) -> str:

@@ -34,6 +34,14 @@ def _ingest(a: argparse.Namespace) -> None:
     print(report.summary())
 
 
+def _captions(a: argparse.Namespace) -> int:
+    from curate.ingest.captions import add_captions
+    report = add_captions(a.workspace, a.table, a.name, on=a.on,
+                          caption_column=a.caption_column)
+    print(report.summary())
+    return 0
+
+
 def _info(a: argparse.Namespace) -> None:
     from curate.info import format_info, info
     d = info(a.workspace)
@@ -95,6 +103,19 @@ VERBS = (
         arg("--max-image-bytes", type=positive_int, default=Lib(FETCH, "max_bytes"),
             help="a larger download is a failed row (failed_to_download)"),
     )),
+    Verb("captions", "attach candidate captions (generated, alternative) to images already "
+         "in the workspace, as new samples of the same images", _captions, (
+             arg("action", choices=("add",), help="add: attach the captions of TABLE"),
+             arg("table", help="parquet, csv or jsonl with a caption column and a key column"),
+             WORKSPACE,
+             arg("--name", required=True, help="the captions' caption_source (blip2, alt2, "
+                 "human, ...)"),
+             arg("--on", choices=Lib("curate.ingest.captions:ON"), help="the column matched "
+                 "against the samples (default: the first of sample_id, image_id, key, url "
+                 "the table has)"),
+             arg("--caption-column", help="the captions' column (default: caption, text, "
+                 "generated_caption or alt)"),
+         )),
     Verb("verify", "check every part, pass, selection and map against its manifest; exit 1 "
          "when something is wrong", _verify, (
              WORKSPACE,
