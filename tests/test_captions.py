@@ -220,7 +220,7 @@ def test_captions_cli_one_line_summary_and_errors(small: tuple[Path, Path],
     path = tmp_path / "gen.parquet"
     pq.write_table(table, path)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    run = [sys.executable, "-m", "curate", "captions", "add", str(path), "-w", str(ws)]
+    run = [sys.executable, "-m", "curate.cli", "captions", "add", str(path), "-w", str(ws)]
     out = subprocess.run([*run, "--name", "blip2"], capture_output=True, text=True, env=env,
                          timeout=120)
     assert out.returncode == 0, out.stderr
