@@ -117,3 +117,39 @@ def test_top_and_where_per_image(four: Path, tmp_path: Path) -> None:
     assert pq.read_table(ws / "selections" / "plain.parquet").num_rows == 2
     with pytest.raises(CurateError, match="only per=image"):
         parse_rules(["where", "n_words > 1", "per=cluster"])
+
+
+def read_shards(out: Path) -> list[dict]:
+    import json
+
+    import webdataset as wds
+    info = json.loads((out / "export.json").read_text())
+    return [{"txt": s["txt"].decode(), "json": json.loads(s["json"])}
+            for s in wds.WebDataset(str(out / info["pattern"]), shardshuffle=False)]
+
+
+def test_export_one_sample_per_caption_or_per_image_and_the_card(four: Path,
+                                                                   tmp_path: Path) -> None:
+    from curate.export import export
+    ws = run(four, tmp_path, "mix", ["mix", "by=n_words", "threshold=4"])
+    export(ws, "mix", tmp_path / "mix", progress=False)
+    got = {(s["txt"], s["json"]["caption_source"]) for s in read_shards(tmp_path / "mix")}
+    assert got == {(CAPTIONS[0]["blip2"], "blip2"), (CAPTIONS[1]["alt"], "alt"),
+                   (CAPTIONS[2]["blip2"], "blip2"), (CAPTIONS[3]["alt"], "alt")}
+    card = (ws / "data_cards" / "mix.md").read_text()
+    assert "| alt | 2 | 50.0% | 2 |" in card and "| blip2 | 2 | 50.0% | 2 |" in card
+    # every caption of images 0 and 1, ranked by n_words, grouped into one sample per image
+    select(ws, "long", parse_rules(["where", "n_words >= 7", "per=image",
+                                    "top", "n_words", "1.0"]))
+    export(ws, "long", tmp_path / "long", progress=False, group_captions=True)
+    samples = read_shards(tmp_path / "long")
+    assert len(samples) == 2
+    for s in samples:
+        image = next(i for i, c in CAPTIONS.items() if s["txt"] in c.values())
+        ranked = sorted(CAPTIONS[image].items(), key=lambda kv: -len(kv[1].split()))
+        assert s["json"]["captions"] == [c for _, c in ranked] and s["txt"] == ranked[0][1]
+        assert s["json"]["caption_sources"] == [src for src, _ in ranked]
+        assert len(s["json"]["sample_ids"]) == len(ranked)
+    card = (ws / "data_cards" / "long.md").read_text()
+    assert "| 2 | 1 |" in card and "| 3 | 1 |" in card  # one image with 2, one with 3 captions
+    assert "every kept caption of it" in card

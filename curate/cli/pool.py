@@ -16,6 +16,11 @@ def _synth(a: argparse.Namespace) -> None:
                     image_format=a.image_format)
     print(f"wrote {a.n} samples in img2dataset layout to {out} (truth: "
           f"{out / 'truth.parquet'})")
+    if a.generated_captions:
+        from curate.synth.generated import write_generated
+        table = write_generated(out, a.seed)
+        print(f"wrote a generated caption per image to {table} (`curate captions add "
+              f"{table} -w WS --name generated --on url`)")
 
 
 def _ingest(a: argparse.Namespace) -> None:
@@ -80,6 +85,9 @@ VERBS = (
         arg("--image-size", type=int, default=Lib(SYNTH, "size"), help="image side in pixels"),
         arg("--image-format", choices=("jpg", "png", "webp"),
             default=Lib(SYNTH, "image_format"), help="image encoding"),
+        arg("--generated-captions", action="store_true", help="also a generated-style "
+            "caption per image (correct, generic or wrong at known rates, in truth.parquet) "
+            "as generated_captions.parquet"),
     )),
     Verb("ingest", "add image-text pairs from shards, tables or folders", _ingest, (
         arg("sources", nargs="+", help="tar files, globs, brace patterns, tables, folders"),

@@ -6,7 +6,8 @@ column matched on ``sample_id``, ``key``, ``url`` or ``image_id`` (the image's c
 of the ok samples. Each matched row becomes a sample that points at the same bytes as the image
 it names (``image_path``/``image_offset``/``image_length``: nothing is copied), with the id
 ingest would give it (``curate.hashing.content_id`` of the image bytes and the caption), tagged
-with ``caption_source``, in a new samples part. Every row of the table gets a status in
+with ``caption_source``, in a new samples part (``orig_key``: the tar member holding the bytes,
+which export checks them against). Every row of the table gets a status in
 ``captions/SOURCE.parquet`` (``added``, ``already_present``, ``unmatched``, ``ambiguous``: the
 key names samples of several images, ``failed``: no usable caption), so nothing is dropped
 silently; adding the same table again adds nothing (the ids are already present).
@@ -38,7 +39,7 @@ from curate.workspace import Workspace, check_name
 ON = ("sample_id", "image_id", "key", "url")  # what a row's key is matched on, default order
 CAPTION_COLUMNS = ("caption", "text", "generated_caption", "alt")
 REF = ["sample_id", "status", "key", "url", "image_hash", "image_path", "image_offset",
-       "image_length", "image_format", "width", "height", "source", "source_kind"]
+       "image_length", "image_format", "width", "height", "source", "source_kind", "orig_key"]
 SOURCE_KIND = "captions"  # the source_kind of an attached caption's sample
 LOG_SCHEMA = pa.schema([("row", pa.int64()), ("match", pa.string()), ("status", pa.string()),
                         ("error", pa.string()), ("image_id", pa.string()),
@@ -132,6 +133,17 @@ def _caption(value: object) -> tuple[str | None, str | None]:
     return value, None
 
 
+def _member(image: dict) -> str | None:
+    """The tar member (before its extension) holding ``image``'s bytes, which the export
+    checks a caption's shared image against: the key in a source tar, the sample id in the
+    workspace's ``images/`` (``ingest.store``), the member of an attached caption's image."""
+    if image["source_kind"] in ("img2dataset", "webdataset"):
+        return image["key"]
+    if image["source_kind"] == SOURCE_KIND:
+        return image.get("orig_key")
+    return image["sample_id"]
+
+
 @writes("captions add")
 def add_captions(workspace: str | Path, table: str | Path | pa.Table, source: str,
                  on: str | None = None, caption_column: str | None = None,
@@ -194,7 +206,7 @@ def add_captions(workspace: str | Path, table: str | Path | pa.Table, source: st
             source=origin, source_kind=SOURCE_KIND, image_path=image["image_path"],
             image_offset=image["image_offset"], image_length=image["image_length"],
             image_format=image["image_format"], width=image["width"], height=image["height"],
-            image_hash=found[0], orig_key=image.get("key"),
+            image_hash=found[0], orig_key=_member(image),
             meta=json.dumps(meta, sort_keys=True, default=str) if meta else None,
             ingested_at=now, caption_source=source))
         if len(batch) >= part_rows:
