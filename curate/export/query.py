@@ -106,7 +106,7 @@ def _rows_sql(cols: Iterable[str], group: bool = False) -> str:
     chosen = "WITH sel AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),"
     lists, join = "", ""
     if group:
-        chosen = f"""WITH every AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
+        chosen = """WITH every AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
     grp AS (SELECT p.image_id, list(p.caption ORDER BY e.rank) AS captions,
                    list(p.caption_source ORDER BY e.rank) AS caption_sources,
                    list(p.sample_id ORDER BY e.rank) AS sample_ids
