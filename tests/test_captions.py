@@ -229,3 +229,26 @@ def test_captions_cli_one_line_summary_and_errors(small: tuple[Path, Path],
                          timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "caption source '../x'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_synth_generated_captions_at_known_rates_attach_by_url(tmp_path: Path) -> None:
+    from curate.synth.generated import Generated, write_generated
+    pool = make_pool(tmp_path / "pool", 300, seed=4, shard_size=100)
+    table = write_generated(pool, seed=4, shares=Generated(wrong=0.3, generic=0.2))
+    truth = pl.read_parquet(pool / "truth.parquet")
+    ok = truth.filter(pl.col("expected_status") == "ok")
+    assert ok["generated_kind"].null_count() == 0
+    assert truth.filter(pl.col("expected_status") != "ok")["generated_kind"].null_count() == \
+        truth.height - ok.height
+    share = ok["generated_kind"].value_counts(normalize=True)
+    rates = dict(zip(share["generated_kind"], share["proportion"], strict=True))
+    assert abs(rates["wrong"] - 0.3) < 0.08 and abs(rates["generic"] - 0.2) < 0.08
+    for r in ok.iter_rows(named=True):
+        names = f" {r['colour']} {r['shape']}" in r["generated_caption"]
+        assert names == (r["generated_kind"] != "wrong") == r["generated_correct"]
+    ws = tmp_path / "ws"
+    ingest([str(pool)], ws, progress=False)
+    rep = add_captions(ws, table, "blip2", on="url", progress=False)
+    assert rep.rows == ok.height and rep.unmatched == rep.failed == rep.ambiguous == 0
+    assert rep.added + rep.already_present == ok.height
