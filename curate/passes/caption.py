@@ -45,7 +45,11 @@ def load_captioner(model: str, device: str) -> tuple[Any, Any, dict[str, str]]:
     a local folder; one line when it cannot be loaded (offline and not cached, not a
     captioner)."""
     import torch
-    import transformers
+    try:
+        import transformers
+    except ImportError:
+        raise CurateError("the captioning pass needs transformers: pip install "
+                          "'curate[captions]'") from None
     try:
         config = transformers.AutoConfig.from_pretrained(model)
         model_cls, proc_cls = CLASSES.get(config.model_type, (
