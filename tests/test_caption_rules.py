@@ -136,6 +136,11 @@ def test_export_one_sample_per_caption_or_per_image_and_the_card(four: Path,
     got = {(s["txt"], s["json"]["caption_source"]) for s in read_shards(tmp_path / "mix")}
     assert got == {(CAPTIONS[0]["blip2"], "blip2"), (CAPTIONS[1]["alt"], "alt"),
                    (CAPTIONS[2]["blip2"], "blip2"), (CAPTIONS[3]["alt"], "alt")}
+    export(ws, "mix", tmp_path / "hf", format="parquet", progress=False, card=False)
+    hf = pl.read_parquet(next((tmp_path / "hf").glob("mix-*.parquet")))
+    assert sorted(zip(hf["caption"], hf["caption_source"], strict=True)) == sorted(got)
+    with pytest.raises(CurateError, match="applies to webdataset exports"):
+        export(ws, "mix", tmp_path / "hf2", format="parquet", group_captions=True)
     card = (ws / "data_cards" / "mix.md").read_text()
     assert "| alt | 2 | 50.0% | 2 |" in card and "| blip2 | 2 | 50.0% | 2 |" in card
     # every caption of images 0 and 1, ranked by n_words, grouped into one sample per image

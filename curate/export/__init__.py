@@ -120,6 +120,8 @@ def export(workspace: str | Path, selection: str, out: str | Path,
         if not hasattr(writer, "keep_keys"):
             raise CurateError(f"--keep-keys applies to webdataset exports, not {format}")
         writer.keep_keys = True
+    if group_captions and format != DEFAULT_FORMAT:
+        raise CurateError(f"--group-captions applies to webdataset exports, not {format}")
     ws = Workspace.open(workspace)
     require_complete(ws, "export", allow_partial)
     sel_path = ws.selection(selection).parquet

@@ -155,7 +155,7 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width
                  AND image_offset >= 512 AS tar, ({remote}) AS remote,
                same_file AS same, source_key, {MEMBER} AS member, caption AS txt,
                CAST(json_object({', '.join(fields)}) AS VARCHAR) AS js,
-               key, sample_id, rank, reason, url, image_format{picked}
+               key, sample_id, rank, reason, url, image_format, image_id, caption_source{picked}
         FROM keyed""", params={"sel": duck_path(sel), "width": width})
 
 
