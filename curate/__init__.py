@@ -1,6 +1,7 @@
 """curate: a notebook-first workbench for curating image-text pair datasets.
 
-The public verbs: ``synth``, ``ingest``, ``embed``, ``score``, ``info``. Heavy libraries (torch,
+The public verbs: ``synth``, ``ingest``, ``add_captions``, ``caption``, ``embed``, ``score``,
+``info``. Heavy libraries (torch,
 open_clip) load only when a verb that needs them runs.
 """
 
@@ -9,6 +10,8 @@ __version__ = "0.1.0"
 from curate.errors import CurateError
 from curate.info import info
 from curate.ingest import ingest
+from curate.ingest.captions import add_captions
+from curate.passes.caption import caption
 from curate.passes.concreteness.backends import concreteness
 from curate.passes.embed import embed
 from curate.passes.score import score
@@ -16,5 +19,5 @@ from curate.sql import connect
 from curate.synth import make_pool as synth
 from curate.workspace import Workspace
 
-__all__ = ["CurateError", "Workspace", "__version__", "concreteness", "connect", "embed", "info",
-           "ingest", "score", "synth"]
+__all__ = ["CurateError", "Workspace", "__version__", "add_captions", "caption", "concreteness",
+           "connect", "embed", "info", "ingest", "score", "synth"]

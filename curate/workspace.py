@@ -29,6 +29,7 @@ from curate.files import (
     read_json,
     recover,
 )
+from curate.groups import IMAGES_SQL, samples_sql
 
 DEFAULT_WORKSPACE = "workspace"
 
@@ -54,7 +55,7 @@ EXPORT_DONE = "export.json"  # written last into an export folder: without it, u
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # the workspace's own entries: nothing else may be created at its top level by a verb
 LAYOUT = ("samples", "embeddings", "scores", "selections", "maps", "exports", "evaluations",
-          "data_cards", "catalog.duckdb", "images")
+          "data_cards", "catalog.duckdb", "images", "captions")
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -196,8 +197,9 @@ class Workspace:
         return self.images_dir / f"part-{index:06d}.tar"
 
     def pass_dir(self, kind: str, key: str) -> Path:
-        """The output folder of a pass: ``embeddings/<key>`` or ``scores/<key>``."""
-        if kind not in ("embeddings", "scores"):
+        """The output folder of a pass: ``embeddings/<key>``, ``scores/<key>`` or, for a
+        captioning run, ``captions/<key>``."""
+        if kind not in ("embeddings", "scores", "captions"):
             raise ValueError(f"unknown kind of pass output {kind!r}")
         return self.root / kind / key
 
@@ -219,6 +221,11 @@ class Workspace:
     def scores_dir(self, key: str) -> Path:
         """The folder of a scoring pass's output (its key: name plus non-default params)."""
         return self.pass_dir("scores", key)
+
+    def caption_log(self, source: str) -> Path:
+        """What the last ``curate captions add`` of caption source ``source`` did with every
+        row of its table (``captions/SOURCE.parquet``: status, error, sample_id)."""
+        return self.root / "captions" / f"{check_name(source, 'caption source')}.parquet"
 
     @property
     def selections_dir(self) -> Path:
@@ -340,7 +347,8 @@ class Workspace:
             shutil.copyfile(built, path)
 
     def build_views(self, con: duckdb.DuckDBPyConnection, scan: Scan | None = None) -> None:
-        """The catalog's views (``samples``, ``pairs``, ``embeddings_*``, ``scores_*``) in
+        """The catalog's views (``samples``, ``images``, ``pairs``, ``embeddings_*``,
+        ``scores_*``) in
         ``con``, any connection: an in-memory one reads the Parquet and leaves catalog.duckdb
         alone. ``scan(folder)`` gives the relation a view reads a folder's parts from (default:
         ``read_parquet`` of their glob); ``curate.connect`` passes Arrow datasets, so its
@@ -351,7 +359,9 @@ class Workspace:
         scan = scan or _glob_scan
         views = {}
         if self.sample_parts():
-            views["samples"] = f"SELECT * FROM {scan(self.samples_dir, True)}"
+            read = scan(self.samples_dir, True)
+            views["samples"] = samples_sql(read, _columns(con, read))
+            views["images"] = IMAGES_SQL  # one row per image (curate.groups)
         for d, m in self._viewable("embeddings"):  # Parquet keeps no array size: cast
             casts = ", ".join(f"{c}::FLOAT[{int(m['dim'])}] AS {c}" for c in m["columns"]
                               if c.endswith("_emb"))
@@ -411,6 +421,15 @@ def _glob_scan(folder: Path, by_name: bool = False) -> str:
     catalog.duckdb still sees parts written since. ``by_name``: columns matched by name (parts
     of different sources carry different metadata columns)."""
     return f"read_parquet({parts(folder)}{', union_by_name = true' if by_name else ''})"
+
+
+def _columns(con: duckdb.DuckDBPyConnection, read: str) -> set[str]:
+    """The union of the columns of the parts ``read`` reads (their footers only)."""
+    try:
+        return {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {read}").fetchall()}
+    except duckdb.Error as e:
+        raise CurateError(f"cannot read the parts of view samples ({str(e).splitlines()[0]}); "
+                          "`curate verify` finds the damaged file") from None
 
 
 def _ident(name: str) -> str:

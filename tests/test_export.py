@@ -409,6 +409,7 @@ def test_reads_land_in_place_across_runs_gaps_and_files(tmp_path: Path) -> None:
         "remote": [False] * len(keep),
         "same": [False] + [a[0] == b[0] for a, b in zip(keep, keep[1:], strict=False)],
         "source_key": [k for _, k, _ in keep],
+        "member": [k for _, k, _ in keep],  # the tar member each image is
         "image_hash": [ingest_hash(d) for _, _, d in keep]})
     lens = np.array([len(d) for _, _, d in keep])
     pos = np.concatenate([[0], np.cumsum(lens + 7)[:-1]]) + 3

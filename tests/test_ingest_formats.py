@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.errors import CurateError
-from curate.hashing import content_id
+from curate.hashing import content_id, image_hash
 from curate.images import read_bytes
 from curate.ingest import ingest
 from curate.ingest.fetch import FetchConfig
@@ -300,11 +300,16 @@ def test_coco_captions_one_sample_per_caption(tmp_path: Path, workspace: Path) -
     by = {r["key"]: r for r in s.iter_rows(named=True)}
     assert by["10"]["image_path"] == by["11"]["image_path"]  # the image shared, in place
     assert stored_bytes(by["10"]) == images[0] and by["10"]["status"] == "ok"
-    assert (by["11"]["image_id"], by["11"]["annotation_id"]) == (1, 11)
+    assert (by["11"]["source_image_id"], by["11"]["annotation_id"]) == (1, 11)
     assert codes(by["13"]["error"]) == {"missing_image"}
     assert codes(by["14"]["error"]) == {"missing_image"}
     assert codes(by["image-3"]["error"]) == {"missing_caption"}
-    assert sql(workspace, "SELECT count(*) FROM samples WHERE image_id = 1") == [(2,)]
+    assert sql(workspace, "SELECT count(*) FROM samples WHERE source_image_id = 1") == [(2,)]
+    # image 1 is one image with two human captions; image_id is its content hash
+    one = image_hash(images[0])
+    assert sql(workspace, "SELECT n_captions, sources, image_path FROM images "
+               f"WHERE image_id = '{one}'") == [(2, ["human"], by["10"]["image_path"])]
+    assert sql(workspace, "SELECT count(*) FROM images") == [(2,)]  # images 1 and 2 are ok
 
 
 def test_lance_dataset(tmp_path: Path, workspace: Path) -> None:

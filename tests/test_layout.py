@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "curate"
 # lowest first; a module may import its own stage and the stages before it, never one after
 STAGES = [
     ("errors", "files", "hashing", "arrays", "metrics", "params"),  # pure shared helpers
-    ("catalog",),  # DuckDB plumbing under the views
+    ("catalog", "groups"),  # DuckDB plumbing under the views; images and captions
     ("workspace", "lock", "integrity", "images", "parallel", "cluster"),  # layout, writer, bytes
     ("synth",),  # the synthetic pool (tiny-clip trains on it)
     ("models",),

@@ -218,7 +218,7 @@ def test_manifest_records_every_parameter_by_name_and_rebuilds_the_selection(ws:
     first = select(ws, "recorded", chain, overwrite=True)
     m = json.loads((ws / "selections" / "recorded.json").read_text())
     assert [s["params"] for s in m["rules"]] == [
-        {"expr": "clip_score > $t", "params": {"t": "1"}},
+        {"expr": "clip_score > $t", "params": {"t": "1"}, "per": None},
         {"column": "clip_score", "amount": 0.5, "per": None}, {"amount": 40, "seed": 4}]
     assert "amount_" not in json.dumps(m)
     again = select(ws, "rebuilt", [(s["rule"], s["params"]) for s in m["rules"]],

@@ -134,6 +134,12 @@ def render(f: dict, export: dict | None) -> str:
         f"`{f['chain']}`. Its purpose is recorded only as these rules.\n")
     add("## Composition\n")
     add(_table(["what", "value"], f["composition"]) + "\n")
+    images = sum(n for _, n in f["per_image"])
+    add(f"Captions: {f['kept']:,} pairs of {images:,} images, by caption source (`alt`: the "
+        "source's own caption, web alt-text; `human`: COCO-style annotations; others: "
+        "attached by `curate captions add` or `curate caption`):\n")
+    add(_table(["caption source", "pairs", "share", "images"], f["captions"]) + "\n")
+    add(_table(["captions per image", "images"], f["per_image"]) + "\n")
     if export:
         add(f"Exported as {len(export['shards'])} webdataset shards "
             f"(`{export['pattern']}`, {export['samples']:,} samples): per sample "
@@ -141,7 +147,10 @@ def render(f: dict, export: dict | None) -> str:
             f"`{{key}}.json` ({export['members']['json']}). Keys are `{export['key_format']}`. "
             "`sizes.json` gives the samples per shard (open_clip reads it), `manifest.parquet` "
             "lists key, shard, sample id, rank and scores, `B3SUMS` holds a BLAKE3 checksum "
-            "per shard (`b3sum -c B3SUMS`).\n")
+            "per shard (`b3sum -c B3SUMS`)."
+            + (" Each sample is one image with every kept caption of it (`captions`, "
+               "`caption_sources`, `sample_ids` in `.json`; the best-ranked in `.txt`)."
+               if export.get("fingerprint", {}).get("group_captions") else "") + "\n")
         add(_table(["shard", "samples", "bytes", "blake3"],
                    [[s["name"], s["samples"], s["bytes"], s["blake3"]]
                     for s in export["shards"]]) + "\n")

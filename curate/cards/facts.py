@@ -58,6 +58,7 @@ def facts(ws: Workspace, con: duckdb.DuckDBPyConnection, selection: str) -> dict
         GROUP BY ALL ORDER BY 1""", dropped)] if dropped.exists() else []
     f["evaluation"] = _evaluation(ws, selection)
     f["composition"] = _composition(con, sel, f)
+    f["captions"], f["per_image"] = _captions(con, sel)
     licenses = [r[0] for r in _rows(con, """SELECT DISTINCT coalesce(
         json_extract_string(s.meta, '$.license'), json_extract_string(s.meta, '$.LICENSE'))
         FROM samples s JOIN read_parquet($sel) USING (sample_id) ORDER BY 1""", sel)]
@@ -106,6 +107,19 @@ def _evaluation(ws: Workspace, selection: str) -> dict | None:
                               *(_fmt(r.get(k)) for k in ("zero_shot_acc", "i2t_r1", "t2i_r1"))]
                              for r in e["results"]]}
     return None
+
+
+def _captions(con: duckdb.DuckDBPyConnection, sel: Path) -> tuple[list[list], list[list]]:
+    """The kept pairs by caption source (pairs, share, images) and how many kept captions
+    each kept image has (images with k captions, for each k)."""
+    rows = _rows(con, """SELECT s.caption_source, count(*), count(DISTINCT s.image_id),
+        count(*) / sum(count(*)) OVER () FROM samples s JOIN read_parquet($sel)
+        USING (sample_id) GROUP BY ALL ORDER BY 2 DESC, 1""", sel)
+    per = _rows(con, """SELECT k, count(*) FROM (SELECT count(*) AS k FROM samples s
+        JOIN read_parquet($sel) USING (sample_id) GROUP BY s.image_id) GROUP BY k
+        ORDER BY k""", sel)
+    return ([[src, n, f"{share:.1%}", imgs] for src, n, imgs, share in rows],
+            [[k, n] for k, n in per])
 
 
 def _composition(con: duckdb.DuckDBPyConnection, sel: Path, f: dict) -> list[list]:

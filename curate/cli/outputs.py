@@ -29,7 +29,7 @@ def _export(a: argparse.Namespace) -> None:
                  shard_bytes=parse_bytes(a.shard_bytes) if a.shard_bytes else None,
                  columns=cols, name=a.name, verify=a.verify, card=not a.no_card,
                  format=a.format, allow_partial=a.allow_partial,
-                 keep_keys=a.keep_keys).summary())
+                 keep_keys=a.keep_keys, group_captions=a.group_captions).summary())
 
 
 def _card(a: argparse.Namespace) -> None:
@@ -88,6 +88,8 @@ VERBS = (
              arg("--no-card", action="store_true", help="do not write README.md"),
              arg("--keep-keys", action="store_true", help="webdataset: keep each sample's "
                  "source __key__ instead of its position (no dots or slashes in keys)"),
+             arg("--group-captions", action="store_true", help="one sample per image with "
+                 "every kept caption of it (a list in .json, the best-ranked in .txt)"),
              ALLOW_PARTIAL,
          )),
     Verb("card", "generate a selection's data card (data_cards/NAME.md)", _card, (

@@ -1,4 +1,5 @@
-"""Verbs that compute per-sample columns: ``embed``, ``score``, ``fit-aesthetic``."""
+"""Verbs that compute per-sample columns: ``embed``, ``score``, ``fit-aesthetic``, and
+``caption`` (candidate captions from a captioning model)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ def _embed(a: argparse.Namespace) -> None:
     print(embed(a.workspace, a.model, batch_size=a.batch_size, workers=a.workers,
                 device=a.device, engine=a.engine, address=a.address, actors=a.actors,
                 redo_failed=a.redo_failed).summary())
+
+
+CAPTION = "curate.passes.caption:caption"
+
+
+def _caption(a: argparse.Namespace) -> None:
+    from curate.passes.caption import caption
+    run, attached = caption(a.workspace, a.model, a.name, batch_size=a.batch_size,
+                            device=a.device, max_new_tokens=a.max_new_tokens)
+    print(run.summary())
+    print(attached.summary())
 
 
 def _score(a: argparse.Namespace) -> None:
@@ -64,6 +76,18 @@ VERBS = (
         REDO_FAILED,
         *ENGINE,
     )),
+    Verb("caption", "write a candidate caption per image with a captioning model (BLIP, "
+         "BLIP-2, ... through transformers) and attach them; resumable", _caption, (
+             WORKSPACE,
+             arg("--model", required=True, help="a Hugging Face hub id "
+                 "(Salesforce/blip-image-captioning-base) or a local save_pretrained folder"),
+             arg("--name", required=True, help="the captions' caption_source (e.g. blip)"),
+             arg("--batch-size", type=int, default=Lib(CAPTION, "batch_size"),
+                 help="images per generate call"),
+             arg("--device", help="cuda, cpu, ... (default: cuda when there is one)"),
+             arg("--max-new-tokens", type=int, default=Lib(CAPTION, "max_new_tokens"),
+                 help="longest caption in tokens"),
+         )),
     Verb("score", "run a scoring pass (see --list)", _score, (
         WORKSPACE,
         arg("name", nargs="?", help="pass name"),

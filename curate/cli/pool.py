@@ -16,6 +16,11 @@ def _synth(a: argparse.Namespace) -> None:
                     image_format=a.image_format)
     print(f"wrote {a.n} samples in img2dataset layout to {out} (truth: "
           f"{out / 'truth.parquet'})")
+    if a.generated_captions:
+        from curate.synth.generated import write_generated
+        table = write_generated(out, a.seed)
+        print(f"wrote a generated caption per image to {table} (`curate captions add "
+              f"{table} -w WS --name generated --on url`)")
 
 
 def _ingest(a: argparse.Namespace) -> None:
@@ -32,6 +37,14 @@ def _ingest(a: argparse.Namespace) -> None:
                     max_pixels=a.max_pixels, kind=a.kind, columns=columns,
                     image_root=a.image_root, fetch=fetch)
     print(report.summary())
+
+
+def _captions(a: argparse.Namespace) -> int:
+    from curate.ingest.captions import add_captions
+    report = add_captions(a.workspace, a.table, a.name, on=a.on,
+                          caption_column=a.caption_column)
+    print(report.summary())
+    return 0
 
 
 def _info(a: argparse.Namespace) -> None:
@@ -72,6 +85,9 @@ VERBS = (
         arg("--image-size", type=int, default=Lib(SYNTH, "size"), help="image side in pixels"),
         arg("--image-format", choices=("jpg", "png", "webp"),
             default=Lib(SYNTH, "image_format"), help="image encoding"),
+        arg("--generated-captions", action="store_true", help="also a generated-style "
+            "caption per image (correct, generic or wrong at known rates, in truth.parquet) "
+            "as generated_captions.parquet"),
     )),
     Verb("ingest", "add image-text pairs from shards, tables or folders", _ingest, (
         arg("sources", nargs="+", help="tar files, globs, brace patterns, tables, folders"),
@@ -95,6 +111,19 @@ VERBS = (
         arg("--max-image-bytes", type=positive_int, default=Lib(FETCH, "max_bytes"),
             help="a larger download is a failed row (failed_to_download)"),
     )),
+    Verb("captions", "attach candidate captions (generated, alternative) to images already "
+         "in the workspace, as new samples of the same images", _captions, (
+             arg("action", choices=("add",), help="add: attach the captions of TABLE"),
+             arg("table", help="parquet, csv or jsonl with a caption column and a key column"),
+             WORKSPACE,
+             arg("--name", required=True, help="the captions' caption_source (blip2, alt2, "
+                 "human, ...)"),
+             arg("--on", choices=Lib("curate.ingest.captions:ON"), help="the column matched "
+                 "against the samples (default: the first of sample_id, image_id, key, url "
+                 "the table has)"),
+             arg("--caption-column", help="the captions' column (default: caption, text, "
+                 "generated_caption or alt)"),
+         )),
     Verb("verify", "check every part, pass, selection and map against its manifest; exit 1 "
          "when something is wrong", _verify, (
              WORKSPACE,

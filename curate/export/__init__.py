@@ -100,7 +100,7 @@ def export(workspace: str | Path, selection: str, out: str | Path,
            columns: list[str] | None = None, name: str | None = None,
            verify: str = "sample", card: bool = True, progress: bool = True,
            format: str = DEFAULT_FORMAT, allow_partial: bool = False,
-           keep_keys: bool = False) -> ExportReport:
+           keep_keys: bool = False, group_captions: bool = False) -> ExportReport:
     """Write selection ``selection`` of ``workspace`` as shards of ``format`` under ``out``.
 
     A shard closes at ``shard_size`` samples or before it would pass ``shard_bytes`` bytes
@@ -111,13 +111,17 @@ def export(workspace: str | Path, selection: str, out: str | Path,
     unfinished export resumes it; on a finished one it does nothing. An incomplete pass (whose
     columns the samples would carry) is refused unless ``allow_partial``. ``keep_keys``
     (webdataset): each sample's source ``__key__`` instead of its position (a key with a dot
-    or a slash is refused)."""
+    or a slash is refused). ``group_captions``: one sample per image holding every kept caption
+    of it (a list in ``.json``, the best-ranked in ``.txt``), for training code that samples a
+    caption per step."""
     t0 = time.time()
     writer = make_writer(format)
     if keep_keys:
         if not hasattr(writer, "keep_keys"):
             raise CurateError(f"--keep-keys applies to webdataset exports, not {format}")
         writer.keep_keys = True
+    if group_captions and format != DEFAULT_FORMAT:
+        raise CurateError(f"--group-captions applies to webdataset exports, not {format}")
     ws = Workspace.open(workspace)
     require_complete(ws, "export", allow_partial)
     sel_path = ws.selection(selection).parquet
@@ -148,14 +152,17 @@ def export(workspace: str | Path, selection: str, out: str | Path,
         cols = list(types)
         rows = pq.ParquetFile(sel_path).metadata.num_rows  # what check_sources counts
         width = max(9, len(str(rows - 1)))
-        with Prefetch(_batches(cursor(con), sel_path, types, width)) as batches:
-            total, formats = check_sources(con, sel_path, selection)  # while DuckDB sorts
+        with Prefetch(_batches(cursor(con), sel_path, types, width, group_captions)
+                      ) as batches:
+            total, formats = check_sources(con, sel_path, selection,  # while DuckDB sorts
+                                           group_captions)
             # webdataset, the first format, is left out: exports made before formats resume
             fingerprint = {"selection": selection, "selection_sha256": _sha256(sel_path),
                            "workspace": str(ws.root), "name": name, "shard_size": shard_size,
                            "shard_bytes": shard_bytes, "columns": cols,
                            **({} if format == DEFAULT_FORMAT else {"format": format}),
-                           **({"keep_keys": True} if keep_keys else {})}
+                           **({"keep_keys": True} if keep_keys else {}),
+                           **({"group_captions": True} if group_captions else {})}
             report = ExportReport(out, name, samples=total,
                                   formats={EXTENSIONS.get(f, f): n for f, n in formats.items()})
             state = prepare_out(out, fingerprint)
@@ -192,12 +199,12 @@ def _finished(report: ExportReport, shards: list[dict], t0: float) -> ExportRepo
     return report
 
 
-def _batches(cur: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int
-             ) -> Iterator[pa.RecordBatch]:
+def _batches(cur: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int,
+             group: bool = False) -> Iterator[pa.RecordBatch]:
     """The export query's rows (``query.query``) on a cursor of its own, ``BATCH`` at a
     time."""
     with cur:
-        yield from query(cur, sel, cols, width).to_arrow_reader(BATCH)
+        yield from query(cur, sel, cols, width, group).to_arrow_reader(BATCH)
 
 
 def _write_shards(batches: Iterable[pa.RecordBatch], writer: Writer, target: Target,

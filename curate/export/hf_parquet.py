@@ -25,7 +25,7 @@ from curate.files import commit
 
 STEP = 64 << 20  # image bytes read at a time (and the most one row group holds)
 PROVENANCE = ("key", "sample_id", "rank", "reason", "url", "source_key", "image_format",
-              "image_hash")
+              "image_hash", "image_id", "caption_source")
 MEMBERS = {"image": "the original image bytes as the datasets Image feature (bytes, path)",
            "caption": "the caption",
            "columns": ", ".join(PROVENANCE) + ", the chosen columns"}

@@ -34,18 +34,22 @@ FIXED = {"key": "key", "sample_id": "sample_id", "caption": "caption", "url": "u
          "width": "width", "height": "height", "original_width": "orig_width",
          "original_height": "orig_height", "sha256": "sha256", "image_hash": "image_hash",
          "source": "regexp_extract(source, '[^/]+$')", "source_key": "source_key",
-         "orig_key": "orig_key", "rank": "rank"}
+         "orig_key": "orig_key", "rank": "rank", "image_id": "image_id",
+         "caption_source": "caption_source"}
+# with ``group_captions``: every kept caption of the image, best-ranked first (``.txt`` holds
+# the first), and their sources and sample ids in the same order
+GROUPED = ("captions", "caption_sources", "sample_ids")
 
 
 # the samples columns each row carries; a chosen column of the same name is already there
 BASE = ("sample_id", "caption", "url", "width", "height", "orig_width", "orig_height", "sha256",
         "image_hash", "source", "orig_key", "meta", "source_kind", "image_path",
-        "image_offset", "image_length", "image_format")
+        "image_offset", "image_length", "image_format", "image_id", "caption_source")
 # what manifest.parquet holds per sample besides its shard, image_bytes and the chosen columns
 MANIFEST = ("key", "sample_id", "rank", "reason", "caption", "url", "image_format")
 REMOTE = ("http://", "https://", "file://")  # image paths that are fetched, not read
 TAR_KINDS = ("img2dataset", "webdataset")  # sources whose images are tar members
-TAKEN = {*BASE, "i", "key", "source_key", "rank", "reason", "shard", "image_bytes"}
+TAKEN = {*BASE, *GROUPED, "i", "key", "source_key", "rank", "reason", "shard", "image_bytes"}
 
 
 def _ident(name: str) -> str:
@@ -54,6 +58,13 @@ def _ident(name: str) -> str:
 
 def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+# the name (before the extension) of the tar member an image is: its key in a source tar;
+# for a caption ``curate captions add`` attached, the member of the image it shares
+# (``orig_key``); for bytes ingest copied into ``images/``, the sample id it stored them under
+MEMBER = (f"CASE WHEN source_kind IN ({', '.join(map(_lit, TAR_KINDS))}) THEN source_key "
+          "WHEN source_kind = 'captions' THEN orig_key ELSE sample_id END")
 
 
 def _types(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
@@ -84,17 +95,31 @@ def score_columns(con: duckdb.DuckDBPyConnection, columns: list[str] | None
     return {c: pairs[c] for c in dict.fromkeys(columns) if c not in TAKEN}
 
 
-def _rows_sql(cols: Iterable[str]) -> str:
+def _rows_sql(cols: Iterable[str], group: bool = False) -> str:
     """Selected samples in source order (one sort, streamed after it), numbered from 0 with
     their export key by a streaming window, which also flags a row from the same file as the
     row before. ``check_sources`` makes sure first that each is an ok sample: a filter on
-    ``status`` here would make DuckDB build the join's hash table on the wide samples side."""
+    ``status`` here would make DuckDB build the join's hash table on the wide samples side.
+    ``group``: one row per image, its best-ranked caption's, with every kept caption's text,
+    source and id as lists (``GROUPED``)."""
     picked = "".join(f", p.{_ident(c)}" for c in cols)
-    return f"""WITH sel AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
+    chosen = "WITH sel AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),"
+    lists, join = "", ""
+    if group:
+        chosen = """WITH every AS (SELECT sample_id, rank, reason FROM read_parquet($sel)),
+    grp AS (SELECT p.image_id, list(p.caption ORDER BY e.rank) AS captions,
+                   list(p.caption_source ORDER BY e.rank) AS caption_sources,
+                   list(p.sample_id ORDER BY e.rank) AS sample_ids
+            FROM every AS e JOIN pairs AS p USING (sample_id) GROUP BY p.image_id),
+    sel AS (SELECT e.* FROM every AS e JOIN pairs AS p USING (sample_id)
+            QUALIFY row_number() OVER (PARTITION BY p.image_id ORDER BY e.rank) = 1),"""
+        lists = ", grp.captions, grp.caption_sources, grp.sample_ids"
+        join = " JOIN grp ON grp.image_id = p.image_id"
+    return f"""{chosen}
     sorted AS (
       SELECT {", ".join("p." + c for c in BASE)}, p.key AS source_key,
-             sel.rank, sel.reason{picked}
-      FROM pairs AS p JOIN sel USING (sample_id)
+             sel.rank, sel.reason{picked}{lists}
+      FROM pairs AS p JOIN sel USING (sample_id){join}
       ORDER BY p.image_path, p.image_offset, p.sample_id),
     numbered AS (
       SELECT row_number() OVER () - 1 AS i,
@@ -103,8 +128,8 @@ def _rows_sql(cols: Iterable[str]) -> str:
     keyed AS (SELECT lpad(CAST(i AS VARCHAR), $width, '0') AS key, * FROM numbered)"""
 
 
-def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int
-          ) -> duckdb.DuckDBPyRelation:
+def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width: int,
+          group: bool = False) -> duckdb.DuckDBPyRelation:
     """The selected samples in export order: each image's reference (``tar``: read from a tar
     member, whose header comes just before it; ``remote``: fetched from its URL; ``same``: from
     the same file as the row before), extension and ingest hash; the texts of its .txt and
@@ -117,18 +142,20 @@ def query(con: duckdb.DuckDBPyConnection, sel: Path, cols: dict[str, str], width
         if kind in ("FLOAT", "DOUBLE"):
             v = f"CASE WHEN isfinite({v}) THEN {v} END"
         fields.append(f"{_lit(c)}, {v}")
+    fields += [f"{_lit(c)}, {c}" for c in GROUPED if group]
     fields.append("'meta', json(meta)")
     ext = "CASE image_format " + " ".join(f"WHEN {_lit(f)} THEN {_lit(e)}" for f, e in
                                           EXTENSIONS.items()) + " ELSE image_format END"
     remote = " OR ".join(f"starts_with(image_path, {_lit(p)})" for p in REMOTE)
     picked = "".join(f", {_ident(c)} AS {_ident('m.' + c)}" for c in cols)
-    return con.sql(f"""{_rows_sql(cols)}
+    return con.sql(f"""{_rows_sql(cols, group)}
         SELECT i, image_path, image_offset, image_length, {ext} AS ext, image_hash,
-               source_kind IN ({", ".join(map(_lit, TAR_KINDS))}) AND NOT ({remote})
+               (source_kind IN ({", ".join(map(_lit, TAR_KINDS))})
+                 OR image_path LIKE '%.tar') AND NOT ({remote})
                  AND image_offset >= 512 AS tar, ({remote}) AS remote,
-               same_file AS same, source_key, caption AS txt,
+               same_file AS same, source_key, {MEMBER} AS member, caption AS txt,
                CAST(json_object({', '.join(fields)}) AS VARCHAR) AS js,
-               key, sample_id, rank, reason, url, image_format{picked}
+               key, sample_id, rank, reason, url, image_format, image_id, caption_source{picked}
         FROM keyed""", params={"sel": duck_path(sel), "width": width})
 
 
@@ -190,10 +217,11 @@ class Prefetch(Generic[T]):
         self.thread.join()
 
 
-def check_sources(con: duckdb.DuckDBPyConnection, sel: Path, selection: str
-                  ) -> tuple[int, dict[str, int]]:
+def check_sources(con: duckdb.DuckDBPyConnection, sel: Path, selection: str,
+                  group: bool = False) -> tuple[int, dict[str, int]]:
     """Before anything is written: every selected sample is an ok sample here and every source
-    file is where ingest found it, at least as long as then. Returns (samples, formats)."""
+    file is where ingest found it, at least as long as then. Returns (samples, formats): with
+    ``group``, the samples and formats of the images (one sample each)."""
     rows = con.sql("""SELECT s.image_path, s.image_format, count(*),
                           count(s.sample_id) FILTER (s.status = 'ok'), max(s.image_offset
                           + s.image_length) FROM read_parquet($sel) AS sel
@@ -219,6 +247,12 @@ def check_sources(con: duckdb.DuckDBPyConnection, sel: Path, selection: str
     if short:
         raise CurateError(f"{len(short)} source files of selection {selection!r} changed since "
                           f"ingest (now shorter), e.g. {short[0]}; nothing was exported")
+    if group:
+        n, formats = 0, {}
+        for fmt, k in con.sql("SELECT s.image_format, count(DISTINCT s.image_id) FROM "
+                              "read_parquet($sel) JOIN samples AS s USING (sample_id) "
+                              "GROUP BY ALL", params={"sel": duck_path(sel)}).fetchall():
+            n, formats[fmt] = n + k, k
     return n, dict(sorted(formats.items()))
 
 

@@ -118,7 +118,7 @@ class SourceReader:
 
     def read_into(self, b: pa.RecordBatch, out: np.ndarray, pos: np.ndarray) -> list[int]:
         """Read the images of a batch (``query.query``'s rows: ``i``, ``image_path``,
-        ``image_offset``, ``image_length``, ``tar``, ``remote``, ``same``, ``source_key``,
+        ``image_offset``, ``image_length``, ``tar``, ``remote``, ``same``, ``member``,
         ``image_hash``) straight to ``out[pos[r]:pos[r] + length]`` (their places in the tar
         being laid out: no copy after the read), checking each against its source tar header.
         Returns the rows whose ingest hash is to be checked (``check_hashes``: every 16th, the
@@ -216,10 +216,10 @@ class SourceReader:
 
     def _check_headers(self, b: pa.RecordBatch, buf: np.ndarray, at: np.ndarray,
                        lens: np.ndarray, tar: np.ndarray) -> None:
-        keys, key_at = binary(b.column("source_key"))
+        keys, key_at = binary(b.column("member"))
         ok = _fast_headers(buf, at, lens, keys, key_at, tar)
         for r in np.flatnonzero(~ok):
-            key = b.column("source_key")[r].as_py()
+            key = b.column("member")[r].as_py()
             if not header_matches(buf[at[r] - BLOCK:at[r]].tobytes(), key, int(lens[r])):
                 raise SourceChanged(
                     f"source shard {b.column('image_path')[r].as_py()} changed since ingest: "

@@ -41,7 +41,8 @@ MEMBERS = {"image": "the original image bytes; the extension follows the real fo
            "txt": "the caption (UTF-8)",
            "json": "key, sample_id, caption, url, width, height, original_width, "
                    "original_height, sha256, image_hash, source, source_key, orig_key, rank, "
-                   "the chosen columns, meta"}
+                   "image_id, caption_source (with --group-captions: captions, "
+                   "caption_sources, sample_ids), the chosen columns, meta"}
 
 
 class WebDatasetWriter:

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curate.errors import CurateError
+from curate.groups import SOURCE_IMAGE_ID
 from curate.hashing import content_id, digest, image_hash
 from curate.images import MAX_PIXELS, probe
 from curate.ingest import kinds, values
@@ -59,7 +60,10 @@ SCHEMA = pa.schema([
     ("ingested_at", pa.timestamp("us", tz="UTC")),
 ])
 ERROR_CHARS = 300  # an error's length at most (a source's message can be a whole file)
-TAKEN = {n.lower() for n in SCHEMA.names}
+# names the samples view gives itself (``curate.groups``): a source's ``image_id`` becomes
+# ``source_image_id``, and no metadata column may be called ``caption_source``
+RENAMED = {"image_id": SOURCE_IMAGE_ID}
+TAKEN = {n.lower() for n in SCHEMA.names} | {"caption_source"}
 COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 STRING_COLUMNS = ("uid",)  # metadata strings that become columns (DataComp's sample id)
 INT64 = 1 << 63
@@ -101,9 +105,11 @@ def bounded(error: str) -> str:
 def promoted(extra: dict | None) -> dict:
     """The metadata that also becomes typed columns (so SQL ``where`` and ``top`` can use
     them): numbers and booleans, and ``uid``, under names that are SQL identifiers and not
-    a samples column already (DataComp's ``clip_b32_similarity_score``, COCO's ``image_id``)."""
+    a samples column already (DataComp's ``clip_b32_similarity_score``, COCO's ``image_id``
+    as ``source_image_id``: ``image_id`` is the image's content hash)."""
     out: dict = {}
     for k, v in (extra or {}).items():
+        k = RENAMED.get(k, k)
         if not COLUMN.match(k) or k.lower() in TAKEN or k.lower() in (o.lower() for o in out):
             continue
         if isinstance(v, bool) or (isinstance(v, float)) or (

@@ -26,6 +26,7 @@ import pyarrow as pa
 from curate.images import decode_error, decode_rgb, read_bytes
 from curate.lock import writes
 from curate.passes import ray as ray_engine
+from curate.passes import reuse
 from curate.passes.runner import Job, PassReport, input_rows, ok_count, run
 from curate.workspace import Workspace, model_key, prompt_key
 
@@ -41,11 +42,12 @@ class ImageRefs:
     """A map-style dataset over the ok images of several samples parts, loaded lazily one part
     at a time in each worker, so memory stays flat however many parts there are."""
 
-    def __init__(self, parts: list[Path], preprocess: Callable) -> None:
-        self.parts, self.preprocess = parts, preprocess
-        self.starts = [0]
-        for p in parts:
-            self.starts.append(self.starts[-1] + ok_count(p))
+    def __init__(self, parts: list[Path], preprocess: Callable,
+                 rows: list[list[int]] | None = None) -> None:
+        self.parts, self.preprocess, self.rows = parts, preprocess, rows  # rows: ok rows to
+        self.starts = [0]                                                   # decode, per part
+        for k, p in enumerate(parts):
+            self.starts.append(self.starts[-1] + (ok_count(p) if rows is None else len(rows[k])))
         self._cached: tuple[int, dict] | None = None
 
     def __len__(self) -> int:
@@ -59,6 +61,7 @@ class ImageRefs:
     def __getitem__(self, i: int) -> tuple[int, object, str | None]:
         part = bisect.bisect_right(self.starts, i) - 1
         refs, j = self._refs(part), i - self.starts[part]
+        j = j if self.rows is None else self.rows[part][j]
         try:
             data = read_bytes(refs["image_path"][j], refs["image_offset"][j],
                               refs["image_length"][j])
@@ -137,18 +140,27 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
         if device == "cpu" and workers:  # leave the other cores to the decode workers
             torch.set_num_threads(max(1, cores - workers))
 
+        plans: list[reuse.ImagePlan] = []
+
         def process(pending: list[Path], advance: Callable[[int], None]
                     ) -> Iterator[tuple[Path, pa.Table]]:
-            return encode_parts(m, device, pending, batch_size, workers, advance)
+            # each image once: shared images and those embedded before are reused (reuse)
+            plans.append(reuse.plan(ws.embeddings_dir(model), ws.sample_parts(), pending))
+            return encode_parts(m, device, pending, batch_size, workers, advance, plans[-1])
 
-    return run(ws, Job(kind="embeddings", key=model_key(model), manifest=manifest,
-                       process=process, weights=model_weights(m.identity)), progress,
-               redo_failed=redo_failed)
+    report = run(ws, Job(kind="embeddings", key=model_key(model), manifest=manifest,
+                         process=process, weights=model_weights(m.identity)), progress,
+                 redo_failed=redo_failed)
+    if cluster is None and plans:
+        report.extra.update(images_decoded=plans[0].decoded, images_reused=plans[0].reused)
+    return report
 
 
 def encode_parts(m: Any, device: str, pending: list[Path], batch_size: int, workers: int,
-                 advance: Callable[[int], None]) -> Iterator[tuple[Path, pa.Table]]:
-    """Each pending part's embeddings table, in order, decoding ahead in ``workers``."""
+                 advance: Callable[[int], None], plan: reuse.ImagePlan | None = None
+                 ) -> Iterator[tuple[Path, pa.Table]]:
+    """Each pending part's embeddings table, in order, decoding ahead in ``workers``; with a
+    ``plan``, only the images it names are decoded and encoded, the others reused."""
     import torch
 
     def encode(fn: Callable, x: torch.Tensor) -> np.ndarray:
@@ -156,25 +168,30 @@ def encode_parts(m: Any, device: str, pending: list[Path], batch_size: int, work
                                              enabled=device.startswith("cuda")):
             return fn(x.to(device, non_blocking=True)).float().cpu().numpy()
 
-    refs = ImageRefs(pending, m.preprocess)
+    refs = ImageRefs(pending, m.preprocess, plan.decode if plan else None)
     batches = iter(loader(refs, batch_size, workers, pin=device.startswith("cuda")))
     for k, part in enumerate(pending):
         rows = input_rows(part, ["sample_id", "caption"])
-        n = rows.num_rows
-        img = txt = None
+        captions = rows["caption"].to_pylist()
+        txt = [encode(m.model.encode_text, m.tokenizer(captions[s:s + batch_size]))
+               for s in range(0, rows.num_rows, batch_size)]
+        images: list[np.ndarray | None] = []
         errors: list[str | None] = []
-        for s in range(0, n, batch_size):
+        for s in range(0, refs.starts[k + 1] - refs.starts[k], batch_size):
             idx, pixels, errs = next(batches)
             assert idx[0] == refs.starts[k] + s, "batches out of step with parts"
-            tokens = m.tokenizer(rows["caption"].to_pylist()[s:s + len(idx)])
-            t = encode(m.model.encode_text, tokens)
-            txt = t if txt is None else np.concatenate([txt, t])
-            if pixels is not None:
-                v = encode(m.model.encode_image, pixels)
-                img = v if img is None else np.concatenate([img, v])
+            got = iter(encode(m.model.encode_image, pixels) if pixels is not None else ())
+            images += [next(got) if e is None else None for e in errs]
             errors += errs
             advance(len(idx))
-        yield part, _table(rows["sample_id"], img, txt, errors, m.identity["embed_dim"])
+        if plan is not None:
+            advance(rows.num_rows - len(errors))  # the rows whose image was reused
+            good, errors = plan.assemble(k, images, errors)
+        else:
+            good = [v for v in images if v is not None]
+        yield part, _table(rows["sample_id"], np.stack(good) if good else None,
+                           np.concatenate(txt) if txt else None, errors,
+                           m.identity["embed_dim"])
 
 
 def _part_worker(model: str, device: str, batch_size: int, workers: int

@@ -116,7 +116,8 @@ def parse_rules(tokens: list[str]) -> list[tuple[str, dict[str, Any]]]:
         key, eq, value = tok.partition("=")
         if eq and key.startswith("param."):
             params.setdefault("params", {})[key[6:]] = value
-        elif eq and key.isidentifier() and rule != "where":
+        elif eq and key.isidentifier() and (rule != "where"
+                                            or (key == "per" and "expr" in params)):
             params[key] = value
         else:
             free = [p for p in RULES[rule].positional if p not in params]

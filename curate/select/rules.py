@@ -1,7 +1,8 @@
 """Selection rules: one contract and the registry, plus where, top (DataComp's threshold
 semantics) and random. dedup and semdedup (Abbas et al. 2023) live in ``dedup``, coreset
 (ClipCov, Joshi et al. 2024) in ``coreset``, ids (the samples a file of ids names) in
-``ids``; formulas and pitfalls: algorithms.md 1.3 and 3.
+``ids``, the per-image caption rules (best-caption, mix) in ``captions``; formulas and
+pitfalls: algorithms.md 1.3 and 3.
 
 A rule is a function ``(step, params) -> (kept ids, info)`` plus its frozen parameter
 dataclass: it takes the candidates (``step.ids``, in rank order) and returns those it keeps, in
@@ -19,6 +20,13 @@ import numpy as np
 
 from curate.errors import CurateError
 from curate.params import Amount, make
+from curate.select.captions import (
+    BestCaptionParams,
+    MixParams,
+    best_caption,
+    mix,
+    where_per_image,
+)
 from curate.select.coreset import CoresetParams, coreset
 from curate.select.dedup import DedupParams, SemdedupParams, dedup, semdedup
 from curate.select.ids import IdsParams, ids
@@ -50,23 +58,31 @@ class WhereParams:
 
     expr: str  # a SQL boolean expression over the ``pairs`` view
     params: dict[str, Any] = field(default_factory=dict)  # bound by DuckDB as ``$name``
+    per: str | None = None  # "image": keep every caption of an image one caption passes
 
     def __post_init__(self) -> None:
         if ";" in self.expr:
             raise CurateError(f"expr {self.expr!r}: give one boolean expression, no ';'")
+        if self.per not in (None, "image"):
+            raise CurateError(f"where per={self.per!r}: only per=image")
 
 
 def where(step: Step, p: WhereParams) -> Kept:
     """Keep candidates for which ``p.expr`` over ``pairs`` is true (null is not true); its
-    ``$name`` parameters are bound by DuckDB, never formatted into the SQL."""
+    ``$name`` parameters are bound by DuckDB, never formatted into the SQL. ``per=image``
+    keeps every candidate caption of an image for which it holds for at least one."""
     kept = step.query(f"SELECT c.sample_id FROM cand c JOIN pairs p USING (sample_id) "
                       f"WHERE ({p.expr}) ORDER BY c.pos", p.params)["sample_id"].to_pylist()
+    if p.per == "image":
+        kept = where_per_image(step, kept)
     keep = set(kept)
+    what = f"where {p.expr}" + (" per image" if p.per else "")
     for sid in step.ids:
         if sid not in keep:
-            step.drop(sid, f"where: not ({p.expr})")
-    step.reason = f"where {p.expr}"
-    return kept, {"note": f"where {p.expr}"}
+            step.drop(sid, f"where: not ({p.expr})" + (" for any caption of its image"
+                                                        if p.per else ""))
+    step.reason = what
+    return kept, {"note": what}
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,8 @@ def top(step: Step, p: TopParams) -> Kept:
     sort of the N non-null scores (int(N*f)+1 samples plus ties); a count keeps exactly that
     many. ``per`` applies it within each value of another column."""
     ids, v = step.column(p.column)
-    groups = np.zeros(len(ids), np.int64) if p.per is None else _codes(step, p.per)
+    per = PER.get(p.per or "", p.per)
+    groups = np.zeros(len(ids), np.int64) if per is None else _codes(step, per)
     keep = np.zeros(len(ids), bool)
     thresholds = {}
     for g in np.unique(groups):
@@ -106,6 +123,9 @@ def top(step: Step, p: TopParams) -> Kept:
     step.reasons = {ids[i]: f"top {p.column} = {v[i]:.4g}" for i in np.flatnonzero(keep)}
     return kept, {"thresholds": thresholds, "note": f"top {p.amount} by {p.column}"
                   + (f" per {p.per}" if p.per else "")}
+
+
+PER = {"image": "image_id"}  # ``per=image``: within each image's captions
 
 
 def _codes(step: Step, col: str) -> np.ndarray:
@@ -138,9 +158,17 @@ def random(step: Step, p: RandomParams) -> Kept:
 
 RULES: dict[str, Rule] = {r.name: r for r in (
     Rule(name="where", params=WhereParams, apply=where, positional=("expr",),
-         description="where EXPR: a SQL condition over the pairs view ($name: param.name=V)"),
+         description="where EXPR [per=image]: a SQL condition over the pairs view ($name: "
+         "param.name=V)"),
     Rule(name="top", params=TopParams, apply=top, positional=("column", "amount"),
-         description="top COLUMN AMOUNT [per=COL]: the highest scores (DataComp's fraction)"),
+         description="top COLUMN AMOUNT [per=COL|image]: the highest scores (DataComp's "
+         "fraction)"),
+    Rule(name="best-caption", params=BestCaptionParams, apply=best_caption,
+         description="best-caption [by=COL among=SRC,SRC]: per image, the caption with the "
+         "highest score"),
+    Rule(name="mix", params=MixParams, apply=mix,
+         description="mix raw=alt generated=blip2 by=COL threshold=T: per image, the raw "
+         "caption if its score >= T, else the generated one (Nguyen et al. 2023)"),
     Rule(name="dedup", params=DedupParams, apply=dedup,
          description="dedup [by=COL stages=exact,perceptual,semantic]: one of each duplicate "
          "group"),
