@@ -1,4 +1,4 @@
-"""Verbs that compute per-sample columns: ``embed``, ``score``, ``fit-aesthetic``."""
+"""Verbs that compute per-sample columns: ``embed``, ``index``, ``score``, ``fit-aesthetic``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,14 @@ def _embed(a: argparse.Namespace) -> None:
     print(embed(a.workspace, a.model, batch_size=a.batch_size, workers=a.workers,
                 device=a.device, engine=a.engine, address=a.address, actors=a.actors,
                 redo_failed=a.redo_failed).summary())
+
+
+def _index(a: argparse.Namespace) -> None:
+    from curate.ann import build
+    for modality in a.modality:
+        r = build(a.workspace, a.model, modality)
+        print(f"index {r['model']} {r['modality']}: {r['vectors']} vectors in {r['lists']} "
+              f"lists; {'rebuilt' if r['rebuilt'] else 'kept'}, {r['appended']} parts added")
 
 
 def _score(a: argparse.Namespace) -> None:
@@ -64,6 +72,14 @@ VERBS = (
         REDO_FAILED,
         *ENGINE,
     )),
+    Verb("index", "build or extend the nearest-neighbour index of a model's embeddings",
+         _index, (
+             WORKSPACE,
+             arg("--model", default=Lib("curate.ann:build", "model"),
+                 help="the model whose embeddings are indexed"),
+             arg("--modality", nargs="+", default=["image"], choices=["image", "text"],
+                 help="which embeddings (default: image)"),
+         )),
     Verb("score", "run a scoring pass (see --list)", _score, (
         WORKSPACE,
         arg("name", nargs="?", help="pass name"),

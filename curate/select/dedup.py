@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from curate import ann
 from curate.errors import CurateError
 from curate.images import read_bytes
 from curate.parallel import pmap
@@ -183,10 +184,11 @@ class DedupParams:
 def dedup(step: Step, p: DedupParams) -> tuple[list[str], dict[str, Any]]:
     """The cascade: identical image bytes, then perceptual copies (pHash within
     ``phash_bits`` and thumbnail within ``thumb_l1``), then image embeddings with cosine >=
-    ``semantic``. Each stage sees the survivors of the previous one. The semantic threshold
-    depends on the model: tiny-clip maps every render of a scene to almost the same vector,
-    so on the synthetic pool only ~0.999 marks copies; CLIP ViT-B/32-class models put
-    near-duplicates above ~0.95-0.98."""
+    ``semantic`` (a range search of the model's index where ``curate index`` built a current
+    one, else pairs within k-means clusters). Each stage sees the survivors of the previous
+    one. The semantic threshold depends on the model: tiny-clip maps every render of a scene
+    to almost the same vector, so on the synthetic pool only ~0.999 marks copies; CLIP
+    ViT-B/32-class models put near-duplicates above ~0.95-0.98."""
     n = len(step.ids)
     _, prio = step.column(p.by)
     prio = np.nan_to_num(prio, nan=-np.inf)
@@ -213,6 +215,9 @@ def dedup(step: Step, p: DedupParams) -> tuple[list[str], dict[str, Any]]:
                     h[i], valid[i] = fp[0], True
                     thumbs[i] = np.frombuffer(fp[1], np.uint8)
             pairs = _perceptual_pairs(h, thumbs, valid, p.phash_bits, p.thumb_l1, p.seed)
+        elif ann.current(step.ws, p.model):  # the index's lists stand in for k-means
+            pairs = ann.pairs_above(step.ws, p.model, step.embeddings(p.model),
+                                    {s: i for i, s in enumerate(step.ids)}, p.semantic)
         else:
             pairs = _semantic_pairs(step.embeddings(p.model), p.semantic, p.seed)
         _apply(step, alive, pairs, prio, stage)
