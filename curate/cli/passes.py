@@ -12,7 +12,7 @@ def _embed(a: argparse.Namespace) -> None:
     from curate.passes.embed import embed
     print(embed(a.workspace, a.model, batch_size=a.batch_size, workers=a.workers,
                 device=a.device, engine=a.engine, address=a.address, actors=a.actors,
-                redo_failed=a.redo_failed).summary())
+                redo_failed=a.redo_failed, dtype=a.dtype).summary())
 
 
 def _index(a: argparse.Namespace) -> None:
@@ -69,6 +69,8 @@ VERBS = (
             help="samples per model call"),
         arg("--workers", type=int, help="decode workers (default: cores)"),
         arg("--device", help="cpu, cuda, cuda:1 (default: best present)"),
+        arg("--dtype", choices=["float32", "float16"], help="how the vectors are stored "
+            "(float16: half the size, read back as float32; default: as stored, else float32)"),
         REDO_FAILED,
         *ENGINE,
     )),
