@@ -67,7 +67,8 @@ VERBS = (
             "ARCH@/path/weights.pt or local-dir:/path (see `curate models`)"),
         arg("--batch-size", type=int, default=Lib(EMBED, "batch_size"),
             help="samples per model call"),
-        arg("--workers", type=int, help="decode workers (default: cores)"),
+        arg("--workers", type=int, help="decode workers (default: on a GPU one per core; on "
+            "CPU the cores split by the measured cost of decoding and of the model)"),
         arg("--device", help="cpu, cuda, cuda:1 (default: best present)"),
         arg("--dtype", choices=["float32", "float16"], help="how the vectors are stored "
             "(float16: half the size, read back as float32; default: as stored, else float32)"),

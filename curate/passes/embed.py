@@ -30,6 +30,7 @@ from curate.errors import CurateError
 from curate.images import decode_error, decode_rgb, read_bytes
 from curate.lock import writes
 from curate.passes import ray as ray_engine
+from curate.passes import threads
 from curate.passes.runner import Job, PassReport, input_rows, ok_count, run
 from curate.workspace import Workspace, model_key, prompt_key
 
@@ -144,22 +145,27 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
         workers = cluster.cpus_per_actor - 1 if workers is None else workers
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = os.cpu_count() or 1
-    if workers is None:  # on CPU the model needs a core of its own
-        workers = cores if device.startswith("cuda") else max(1, cores - 1)
     # the driver loads the model for its identity (and builds tiny-clip once, before actors)
     m = models.load(model, device if cluster is None else "cpu")
+    threads = None
+    if workers is None and device == "cpu":  # split the cores by measured cost
+        workers, threads = cpu_plan(ws, m, cores)
+    elif workers is None:
+        workers = cores
+    elif device == "cpu":
+        threads = max(1, cores - workers)
     precision = "bf16-autocast" if device.startswith("cuda") else "fp32"
     manifest = {"pass": "embed", "model": m.identity, "dim": m.identity["embed_dim"],
                 "device": device, "precision": precision, "dtype": dtype,
-                "params": {"batch_size": batch_size, "workers": workers},
+                "params": {"batch_size": batch_size, "workers": workers, "threads": threads},
                 "columns": ["image_emb", "text_emb", "image_norm", "text_norm"]}
     if cluster is not None:
         manifest["engine"] = cluster.describe(address)
         process = ray_engine.process(
             partial(_part_worker, model, device, batch_size, workers, dtype), cluster)
     else:
-        if device == "cpu" and workers:  # leave the other cores to the decode workers
-            torch.set_num_threads(max(1, cores - workers))
+        if threads is not None:
+            torch.set_num_threads(threads)
 
         def process(pending: list[Path], advance: Callable[[int], None]
                     ) -> Iterator[tuple[Path, pa.Table]]:
@@ -168,6 +174,26 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
     return run(ws, Job(kind="embeddings", key=model_key(model), manifest=manifest,
                        process=process, weights=model_weights(m.identity)), progress,
                redo_failed=redo_failed)
+
+
+def cpu_plan(ws: Workspace, m: Any, cores: int, n: int = 16) -> tuple[int, int]:
+    """(decode workers, torch threads) for ``m`` on ``cores`` CPU cores, from the cost of
+    decoding and encoding the first ``n`` ok images of the workspace (``threads.plan``)."""
+    import torch
+
+    parts = [p for p in ws.sample_parts() if ok_count(p)][:1]
+    if not parts:
+        return 1, max(1, cores - 1)
+    refs = ImageRefs(parts, m.preprocess)
+    torch.set_num_threads(cores)
+
+    def encode(x: torch.Tensor) -> None:
+        with torch.no_grad():
+            m.model.encode_image(x)
+
+    decode_s, compute_s = threads.probe(lambda i: refs[i][1], encode, torch.stack,
+                                        min(n, len(refs)), cores)
+    return threads.plan(decode_s, compute_s, cores)
 
 
 def encode_parts(m: Any, device: str, pending: list[Path], batch_size: int, workers: int,
