@@ -142,12 +142,14 @@ def _apply(step: Step, alive: np.ndarray, pairs: list[tuple[int, int]], prio: np
     for a, b in pairs:
         if alive[a] and alive[b]:
             g.union(a, b)
-    labels = g.labels()
     members = np.flatnonzero(alive)
-    for root in np.unique(labels[members]):
-        grp = members[labels[members] == root]
-        if len(grp) < 2:
+    lab = g.labels()[members]
+    order = np.argsort(lab, kind="stable")  # groups by root, members ascending within
+    starts = np.flatnonzero(np.r_[True, lab[order][1:] != lab[order][:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], len(order)], strict=True):
+        if b - a < 2:  # one pass over the sorted roots, not one scan of all rows per root
             continue
+        grp = members[order[a:b]]
         rep = grp[np.lexsort((grp, -prio[grp]))[0]]  # highest priority, then earliest rank
         for i in grp[grp != rep]:
             alive[i] = False
