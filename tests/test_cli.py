@@ -22,7 +22,8 @@ from curate.errors import CurateError
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 EVERY_VERB = {"synth", "ingest", "info", "models", "demo", "embed", "index", "score",
-              "fit-aesthetic", "select", "evaluate", "map", "render", "sql", "export", "card", "verify"}
+              "fit-aesthetic", "select", "evaluate", "map", "render", "sql", "export", "card",
+              "verify"}
 
 
 def curate(*args: str) -> subprocess.CompletedProcess:
