@@ -22,7 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pyarrow.parquet as pq  # noqa: E402
+
 from curate.errors import CurateError
+from curate.files import write_parquet  # noqa: E402
 from curate.ingest import ingest  # noqa: E402
 from curate.passes.embed import ImageRefs, embed, loader  # noqa: E402
 from curate.passes.score import score  # noqa: E402
@@ -88,6 +91,41 @@ def embed_rows(ws: Path, workers: list[int], batch_size: int) -> list[tuple]:
         rows.append((f"embed tiny-clip, {w} workers", emb, "samples/s",
                      f"decode-only, {w} workers", dec, emb / dec))
     return rows
+
+
+def vit_rows(ws: Path, out: Path, n: int = 256, batch_size: int = 32) -> list[tuple]:
+    """A ViT-B-32-shaped model (``open_clip.create_model('ViT-B-32')``, random weights, no
+    download) embedding the first ``n`` samples of ``ws`` on CPU: the cores split by measured
+    cost (``embed``'s default, ``curate.passes.threads``) against the old split, one decode
+    worker and ``cores - 1`` torch threads; the same images and batches both ways."""
+    import open_clip
+    import torch
+
+    from curate.passes.embed import cpu_plan
+    weights = out / "vit-b-32-random.pt"
+    if not weights.exists():
+        torch.manual_seed(0)
+        torch.save(open_clip.create_model("ViT-B-32").state_dict(), weights)
+    model = f"ViT-B-32@{weights}"
+    small = out / "vit-ws"
+    shutil.rmtree(small, ignore_errors=True)
+    parts = Workspace.open(ws).sample_parts()
+    Workspace.open(small, create=True)
+    first = pq.read_table(parts[0]).slice(0, n)
+    write_parquet(first, small / "samples" / parts[0].name)
+    cores = os.cpu_count() or 1
+    from curate import models
+    split = cpu_plan(Workspace.open(small), models.load(model, "cpu"), cores)
+    rates = {}
+    for label, workers in (("measured", None), ("old", max(1, cores - 1))):
+        shutil.rmtree(Workspace.open(small).embeddings_dir(model), ignore_errors=True)
+        _, t = timed(embed, small, model, batch_size=batch_size, workers=workers,
+                     device="cpu", progress=False)
+        rates[label] = first.num_rows / t
+    return [(f"embed ViT-B-32 (random) on CPU, measured split {split[0]} workers + {split[1]} "
+             "threads", rates["measured"], "samples/s",
+             f"old split: {max(1, cores - 1)} workers + {max(1, cores - (cores - 1))} threads",
+             rates["old"], rates["measured"] / rates["old"])]
 
 
 def score_rows(ws: Path) -> list[tuple]:

@@ -1,6 +1,7 @@
 """Every benchmark in one run, as one table of figures and ratios measured side by side.
 
-    .venv/bin/python bench/suite.py [--quick | --smoke] [--memory-full] [--device] [--keep]
+    .venv/bin/python bench/suite.py [--quick | --smoke] [--memory-full] [--device] [--scale]
+                                    [--keep]
                                     [--only SECTION ...] [--out bench/out]
 
 Sections (each a function returning rows of (measured, value, unit, against, against value,
@@ -21,6 +22,8 @@ ratio); one that fails prints its error on one line and the rest still run):
   adds 1M samples to both);
 * ray: embed and clip_score with ``--engine ray`` (a local Ray instance, one actor per CPU)
   against the local runner on the same pool, Ray's start-up apart;
+* scale: with ``--scale``, every verb timed with its peak RSS on a fabricated workspace of 1M
+  samples (bench/scale.py; ``--scale-n`` for 3M or 10M; ``--smoke``: 20k);
 * gpu: with ``--device`` on a machine with a GPU, ViT-B-32 and ViT-L-14 shaped bf16 throughput
   against the compute bound (bench/gpu.py).
 
@@ -84,6 +87,7 @@ class Sizes:
     embed_mem: list[int] = field(default_factory=lambda: [10_000, 30_000])
     mem_px: int = 32
     ray_part_rows: int = 1_000
+    scale_n: list[int] = field(default_factory=lambda: [1_000_000])
 
 
 def bench(name: str) -> ModuleType:
@@ -104,6 +108,7 @@ class Context:
     out: Path
     keep: bool
     device: bool
+    scale: bool = False
 
 
 def section_ingest_embed_score(c: Context) -> list[Row]:
@@ -115,7 +120,7 @@ def section_ingest_embed_score(c: Context) -> list[Row]:
     ws = c.out / "suite-ws"
     try:
         return (run.ingest_rows(shards, ws) + run.embed_rows(ws, s.workers, s.batch_size)
-                + run.score_rows(ws))
+                + run.vit_rows(ws, c.out) + run.score_rows(ws))
     finally:
         shutil.rmtree(ws, ignore_errors=True)
 
@@ -231,6 +236,15 @@ def section_ray(c: Context) -> list[Row]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def section_scale(c: Context) -> list[Row]:
+    """bench/scale.py: every verb on a fabricated workspace, only with --scale."""
+    if not c.scale:
+        raise Skipped("scale rows skipped: no --scale")
+    scale = bench("scale")
+    return [r for n in c.sizes.scale_n
+            for r in scale.scale_table(c.out / "scale", n, keep=c.keep)[1]]
+
+
 def section_gpu(c: Context) -> list[Row]:
     """bench/gpu.py with its defaults, only with --device and a GPU."""
     if not c.device:
@@ -271,6 +285,9 @@ SECTIONS: dict[str, tuple[Callable[[Context], list[Row]], Callable[[Sizes], str]
     "ray": (section_ray, lambda s: (
         f"the same pool in parts of {s.ray_part_rows:,}; local Ray instance, one actor per "
         "CPU")),
+    "scale": (section_scale, lambda s: (
+        f"fabricated workspaces of {', '.join(f'{n:,}' for n in s.scale_n)} samples, parts "
+        "of 5,000, 64-d float16 embeddings; one curate process per verb")),
     "gpu": (section_gpu, lambda s: "ViT-B-32, ViT-L-14 shaped, random init, batch 256"),
 }
 
@@ -369,9 +386,12 @@ def sizes_for(a: argparse.Namespace) -> Sizes:
     if a.smoke:  # every section at a size that only checks it runs
         s = Sizes(pool=2_000, image_size=64, export_repeats=1, map_n=3_000, map_samples=[1_000],
                   coreset=[20_000], sql_rows=20_000, sql_parts=2, sql_repeats=1,
-                  ingest_mem=[10_000, 20_000], embed_mem=[10_000], ray_part_rows=500)
+                  ingest_mem=[10_000, 20_000], embed_mem=[10_000], ray_part_rows=500,
+                  scale_n=[20_000])
     if a.quick:
         s.coreset, s.sql_rows = [100_000], 100_000
+    if a.scale_n:
+        s.scale_n = a.scale_n
     if a.memory_full:
         s.ingest_mem = sorted({*s.ingest_mem, 1_000_000})
         s.embed_mem = sorted({*s.embed_mem, 1_000_000})
@@ -387,12 +407,15 @@ def main() -> None:
     ap.add_argument("--memory-full", action="store_true",
                     help="measure ingest and embed memory at 1M samples too (slow)")
     ap.add_argument("--device", action="store_true", help="also run the GPU rows (bench/gpu.py)")
+    ap.add_argument("--scale", action="store_true",
+                    help="also time every verb on a fabricated 1M-sample workspace (slow)")
+    ap.add_argument("--scale-n", type=int, nargs="+", help="--scale sizes (default 1000000)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the fabricated SQL workspace and memory pools")
     ap.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
     ap.add_argument("--out", default=str(BENCH / "out"))
     a = ap.parse_args()
-    c = Context(sizes_for(a), Path(a.out).resolve(), a.keep, a.device)
+    c = Context(sizes_for(a), Path(a.out).resolve(), a.keep, a.device, a.scale)
     c.out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
     exe = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else (

@@ -214,6 +214,10 @@ class Workspace:
         """The folder of a model's image and caption embeddings."""
         return self.pass_dir("embeddings", model_key(model))
 
+    def ann_dir(self, model: str) -> Path:
+        """The folder of a model's nearest-neighbour indexes (``curate.ann``)."""
+        return self.embeddings_dir(model) / "ann"
+
     def prompt_dir(self, model: str, prefix: str) -> Path:
         """The folder of a model's embeddings of ``prefix + caption``."""
         return self.pass_dir("embeddings", prompt_key(model, prefix))

@@ -22,8 +22,8 @@ from curate.errors import CurateError
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 EVERY_VERB = {"synth", "ingest", "captions", "info", "models", "demo", "embed", "caption",
-              "score", "fit-aesthetic", "select", "evaluate", "map", "render", "sql", "export",
-              "card", "verify"}
+              "index", "score", "fit-aesthetic", "select", "evaluate", "map", "render", "sql",
+              "export", "card", "verify"}
 
 
 def curate(*args: str) -> subprocess.CompletedProcess:

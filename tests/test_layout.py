@@ -16,6 +16,7 @@ STAGES = [
     ("errors", "files", "hashing", "arrays", "metrics", "params"),  # pure shared helpers
     ("catalog", "groups"),  # DuckDB plumbing under the views; images and captions
     ("workspace", "lock", "integrity", "images", "parallel", "cluster"),  # layout, writer, bytes
+    ("ann",),  # nearest-neighbour indexes over stored embeddings
     ("synth",),  # the synthetic pool (tiny-clip trains on it)
     ("models",),
     ("ingest",),

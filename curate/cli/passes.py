@@ -1,5 +1,5 @@
-"""Verbs that compute per-sample columns: ``embed``, ``score``, ``fit-aesthetic``, and
-``caption`` (candidate captions from a captioning model)."""
+"""Verbs that compute per-sample columns: ``embed``, ``index``, ``score``, ``fit-aesthetic``,
+and ``caption`` (candidate captions from a captioning model)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ def _embed(a: argparse.Namespace) -> None:
     from curate.passes.embed import embed
     print(embed(a.workspace, a.model, batch_size=a.batch_size, workers=a.workers,
                 device=a.device, engine=a.engine, address=a.address, actors=a.actors,
-                redo_failed=a.redo_failed).summary())
+                redo_failed=a.redo_failed, dtype=a.dtype).summary())
+
+
+def _index(a: argparse.Namespace) -> None:
+    from curate.ann import build
+    for modality in a.modality:
+        r = build(a.workspace, a.model, modality)
+        print(f"index {r['model']} {r['modality']}: {r['vectors']} vectors in {r['lists']} "
+              f"lists; {'rebuilt' if r['rebuilt'] else 'kept'}, {r['appended']} parts added")
 
 
 CAPTION = "curate.passes.caption:caption"
@@ -71,8 +79,11 @@ VERBS = (
             "ARCH@/path/weights.pt or local-dir:/path (see `curate models`)"),
         arg("--batch-size", type=int, default=Lib(EMBED, "batch_size"),
             help="samples per model call"),
-        arg("--workers", type=int, help="decode workers (default: cores)"),
+        arg("--workers", type=int, help="decode workers (default: on a GPU one per core; on "
+            "CPU the cores split by the measured cost of decoding and of the model)"),
         arg("--device", help="cpu, cuda, cuda:1 (default: best present)"),
+        arg("--dtype", choices=["float32", "float16"], help="how the vectors are stored "
+            "(float16: half the size, read back as float32; default: as stored, else float32)"),
         REDO_FAILED,
         *ENGINE,
     )),
@@ -87,6 +98,14 @@ VERBS = (
              arg("--device", help="cuda, cpu, ... (default: cuda when there is one)"),
              arg("--max-new-tokens", type=int, default=Lib(CAPTION, "max_new_tokens"),
                  help="longest caption in tokens"),
+         )),
+    Verb("index", "build or extend the nearest-neighbour index of a model's embeddings",
+         _index, (
+             WORKSPACE,
+             arg("--model", default=Lib("curate.ann:build", "model"),
+                 help="the model whose embeddings are indexed"),
+             arg("--modality", nargs="+", default=["image"], choices=["image", "text"],
+                 help="which embeddings (default: image)"),
          )),
     Verb("score", "run a scoring pass (see --list)", _score, (
         WORKSPACE,

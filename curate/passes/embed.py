@@ -2,8 +2,11 @@
 
 Output ``embeddings/<model-key>/part-*.parquet`` mirrors ``samples/``: ``sample_id``,
 ``status``/``error`` (an image that fails to decode gets a null image vector, never a crash),
-raw float32 vectors ``image_emb``/``text_emb`` and their L2 norms, so both raw (Whitened CLIP)
-and normalized (every cosine score) uses are served; see algorithms.md section 0.
+raw vectors ``image_emb``/``text_emb`` and their L2 norms, so both raw (Whitened CLIP)
+and normalized (every cosine score) uses are served; see algorithms.md section 0. Vectors are
+stored as float32, or as float16 with ``dtype="float16"`` (half the disk and page cache, as
+DataComp ships its features; the norms are the float32 vectors'); every reader gets float32
+back (``curate.arrays.vectors``, the catalog's ``FLOAT[d]`` casts).
 
 ``embed`` and ``embed_texts`` each describe a ``runner.Job`` (folder, manifest, the model's
 weights checksum, how pending parts become tables) and hand it to ``runner.run``, as
@@ -23,14 +26,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curate.errors import CurateError
 from curate.images import decode_error, decode_rgb, read_bytes
 from curate.lock import writes
 from curate.passes import ray as ray_engine
-from curate.passes import reuse
+from curate.passes import reuse, threads
 from curate.passes.runner import Job, PassReport, input_rows, ok_count, run
 from curate.workspace import Workspace, model_key, prompt_key
 
 REF_COLUMNS = ["sample_id", "image_path", "image_offset", "image_length"]
+DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
 
 def model_weights(identity: dict) -> dict[str, str]:
@@ -96,49 +101,73 @@ def loader(refs: ImageRefs, batch_size: int, workers: int, pin: bool = False) ->
                       prefetch_factor=4 if workers else None)
 
 
-def _vectors(x: np.ndarray | None, n: int, dim: int, valid: np.ndarray) -> pa.Array:
+def _vectors(x: np.ndarray | None, n: int, dim: int, valid: np.ndarray,
+             dtype: str = "float32") -> pa.Array:
     flat = np.zeros((n, dim), np.float32)
     if x is not None:
         flat[valid] = x
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim,
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1).astype(dtype)), dim,
                                              mask=pa.array(~valid))
+
+
+def storage_dtype(ws: Workspace, model: str, dtype: str | None) -> str:
+    """The dtype to store: ``dtype``, or (None) the one the model's parts are stored in, else
+    float32; a ``dtype`` other than the stored parts' is refused (one folder, one dtype)."""
+    if dtype is not None and dtype not in DTYPES:
+        raise CurateError(f"--dtype {dtype!r}: use {', '.join(DTYPES)}")
+    folder = ws.embeddings_dir(model)
+    prev = ws.manifest("embeddings", folder.name)
+    had = (prev or {}).get("dtype", "float32") if any(folder.glob("part-*.parquet")) else None
+    if had is not None and dtype is not None and had != dtype:
+        raise CurateError(f"embeddings of {model!r} in {ws.root} are stored as {had}; embed "
+                          f"with --dtype {had}, or into another workspace for {dtype}")
+    return dtype or had or "float32"
 
 
 @writes("embed")
 def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256,
           workers: int | None = None, device: str | None = None, progress: bool = True,
           engine: str = "local", address: str | None = None,
-          actors: int | None = None, redo_failed: bool = False) -> PassReport:
+          actors: int | None = None, redo_failed: bool = False,
+          dtype: str | None = None) -> PassReport:
     """Embed every ok sample's image and caption with ``model``; resumes where it stopped.
     ``engine="ray"`` computes the parts on a Ray actor pool (``curate.passes.ray``);
-    ``redo_failed`` recomputes the parts holding rows that failed (an image restored)."""
+    ``redo_failed`` recomputes the parts holding rows that failed (an image restored);
+    ``dtype`` stores the vectors as float32 or float16 (default: as the parts already stored
+    are, else float32), so a pass that resumes the embeddings keeps their dtype."""
     import torch
 
     from curate import models
 
     ws = Workspace.open(workspace)
+    dtype = storage_dtype(ws, model, dtype)
     cluster = ray_engine.cluster_for(engine, address, actors)
     if cluster is not None:
         device = device or cluster.device
         workers = cluster.cpus_per_actor - 1 if workers is None else workers
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = os.cpu_count() or 1
-    if workers is None:  # on CPU the model needs a core of its own
-        workers = cores if device.startswith("cuda") else max(1, cores - 1)
     # the driver loads the model for its identity (and builds tiny-clip once, before actors)
     m = models.load(model, device if cluster is None else "cpu")
+    threads = None
+    if workers is None and device == "cpu":  # split the cores by measured cost
+        workers, threads = cpu_plan(ws, m, cores)
+    elif workers is None:
+        workers = cores
+    elif device == "cpu":
+        threads = max(1, cores - workers)
     precision = "bf16-autocast" if device.startswith("cuda") else "fp32"
     manifest = {"pass": "embed", "model": m.identity, "dim": m.identity["embed_dim"],
-                "device": device, "precision": precision,
-                "params": {"batch_size": batch_size, "workers": workers},
+                "device": device, "precision": precision, "dtype": dtype,
+                "params": {"batch_size": batch_size, "workers": workers, "threads": threads},
                 "columns": ["image_emb", "text_emb", "image_norm", "text_norm"]}
     if cluster is not None:
         manifest["engine"] = cluster.describe(address)
         process = ray_engine.process(
-            partial(_part_worker, model, device, batch_size, workers), cluster)
+            partial(_part_worker, model, device, batch_size, workers, dtype), cluster)
     else:
-        if device == "cpu" and workers:  # leave the other cores to the decode workers
-            torch.set_num_threads(max(1, cores - workers))
+        if threads is not None:
+            torch.set_num_threads(threads)
 
         plans: list[reuse.ImagePlan] = []
 
@@ -146,7 +175,8 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
                     ) -> Iterator[tuple[Path, pa.Table]]:
             # each image once: shared images and those embedded before are reused (reuse)
             plans.append(reuse.plan(ws.embeddings_dir(model), ws.sample_parts(), pending))
-            return encode_parts(m, device, pending, batch_size, workers, advance, plans[-1])
+            return encode_parts(m, device, pending, batch_size, workers, advance,
+                                plan=plans[-1], dtype=dtype)
 
     report = run(ws, Job(kind="embeddings", key=model_key(model), manifest=manifest,
                          process=process, weights=model_weights(m.identity)), progress,
@@ -156,9 +186,29 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
     return report
 
 
+def cpu_plan(ws: Workspace, m: Any, cores: int, n: int = 16) -> tuple[int, int]:
+    """(decode workers, torch threads) for ``m`` on ``cores`` CPU cores, from the cost of
+    decoding and encoding the first ``n`` ok images of the workspace (``threads.plan``)."""
+    import torch
+
+    parts = [p for p in ws.sample_parts() if ok_count(p)][:1]
+    if not parts:
+        return 1, max(1, cores - 1)
+    refs = ImageRefs(parts, m.preprocess)
+    torch.set_num_threads(cores)
+
+    def encode(x: torch.Tensor) -> None:
+        with torch.no_grad():
+            m.model.encode_image(x)
+
+    decode_s, compute_s = threads.probe(lambda i: refs[i][1], encode, torch.stack,
+                                        min(n, len(refs)), cores)
+    return threads.plan(decode_s, compute_s, cores)
+
+
 def encode_parts(m: Any, device: str, pending: list[Path], batch_size: int, workers: int,
-                 advance: Callable[[int], None], plan: reuse.ImagePlan | None = None
-                 ) -> Iterator[tuple[Path, pa.Table]]:
+                 advance: Callable[[int], None], plan: reuse.ImagePlan | None = None,
+                 dtype: str = "float32") -> Iterator[tuple[Path, pa.Table]]:
     """Each pending part's embeddings table, in order, decoding ahead in ``workers``; with a
     ``plan``, only the images it names are decoded and encoded, the others reused."""
     import torch
@@ -191,10 +241,10 @@ def encode_parts(m: Any, device: str, pending: list[Path], batch_size: int, work
             good = [v for v in images if v is not None]
         yield part, _table(rows["sample_id"], np.stack(good) if good else None,
                            np.concatenate(txt) if txt else None, errors,
-                           m.identity["embed_dim"])
+                           m.identity["embed_dim"], dtype)
 
 
-def _part_worker(model: str, device: str, batch_size: int, workers: int
+def _part_worker(model: str, device: str, batch_size: int, workers: int, dtype: str
                  ) -> Callable[[Path], pa.Table]:
     """In a Ray actor: load the model once; then one part's table per call."""
     import torch
@@ -205,13 +255,14 @@ def _part_worker(model: str, device: str, batch_size: int, workers: int
     m = models.load(model, device)
 
     def one(part: Path) -> pa.Table:
-        return next(encode_parts(m, device, [part], batch_size, workers, lambda n: None))[1]
+        return next(encode_parts(m, device, [part], batch_size, workers, lambda n: None,
+                                 dtype=dtype))[1]
 
     return one
 
 
 def _table(ids: pa.Array, img: np.ndarray | None, txt: np.ndarray | None,
-           errors: list[str | None], dim: int) -> pa.Table:
+           errors: list[str | None], dim: int, dtype: str = "float32") -> pa.Table:
     n = len(ids)
     valid = np.array([e is None for e in errors], dtype=bool)
     txt = txt if txt is not None else np.zeros((0, dim), np.float32)
@@ -222,8 +273,8 @@ def _table(ids: pa.Array, img: np.ndarray | None, txt: np.ndarray | None,
         "sample_id": ids,
         "status": pa.array(["ok" if v else "failed" for v in valid]),
         "error": pa.array(errors, pa.string()),
-        "image_emb": _vectors(img, n, dim, valid),
-        "text_emb": _vectors(txt, n, dim, np.ones(n, bool)),
+        "image_emb": _vectors(img, n, dim, valid, dtype),
+        "text_emb": _vectors(txt, n, dim, np.ones(n, bool), dtype),
         "image_norm": pa.array(inorm, mask=~valid),
         "text_norm": pa.array(np.linalg.norm(txt, axis=1).astype(np.float32)),
     })

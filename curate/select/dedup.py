@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from curate import ann
 from curate.errors import CurateError
 from curate.images import read_bytes
 from curate.parallel import pmap
@@ -141,12 +142,14 @@ def _apply(step: Step, alive: np.ndarray, pairs: list[tuple[int, int]], prio: np
     for a, b in pairs:
         if alive[a] and alive[b]:
             g.union(a, b)
-    labels = g.labels()
     members = np.flatnonzero(alive)
-    for root in np.unique(labels[members]):
-        grp = members[labels[members] == root]
-        if len(grp) < 2:
+    lab = g.labels()[members]
+    order = np.argsort(lab, kind="stable")  # groups by root, members ascending within
+    starts = np.flatnonzero(np.r_[True, lab[order][1:] != lab[order][:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], len(order)], strict=True):
+        if b - a < 2:  # one pass over the sorted roots, not one scan of all rows per root
             continue
+        grp = members[order[a:b]]
         rep = grp[np.lexsort((grp, -prio[grp]))[0]]  # highest priority, then earliest rank
         for i in grp[grp != rep]:
             alive[i] = False
@@ -183,10 +186,11 @@ class DedupParams:
 def dedup(step: Step, p: DedupParams) -> tuple[list[str], dict[str, Any]]:
     """The cascade: identical image bytes, then perceptual copies (pHash within
     ``phash_bits`` and thumbnail within ``thumb_l1``), then image embeddings with cosine >=
-    ``semantic``. Each stage sees the survivors of the previous one. The semantic threshold
-    depends on the model: tiny-clip maps every render of a scene to almost the same vector,
-    so on the synthetic pool only ~0.999 marks copies; CLIP ViT-B/32-class models put
-    near-duplicates above ~0.95-0.98."""
+    ``semantic`` (a range search of the model's index where ``curate index`` built a current
+    one, else pairs within k-means clusters). Each stage sees the survivors of the previous
+    one. The semantic threshold depends on the model: tiny-clip maps every render of a scene
+    to almost the same vector, so on the synthetic pool only ~0.999 marks copies; CLIP
+    ViT-B/32-class models put near-duplicates above ~0.95-0.98."""
     n = len(step.ids)
     _, prio = step.column(p.by)
     prio = np.nan_to_num(prio, nan=-np.inf)
@@ -213,6 +217,9 @@ def dedup(step: Step, p: DedupParams) -> tuple[list[str], dict[str, Any]]:
                     h[i], valid[i] = fp[0], True
                     thumbs[i] = np.frombuffer(fp[1], np.uint8)
             pairs = _perceptual_pairs(h, thumbs, valid, p.phash_bits, p.thumb_l1, p.seed)
+        elif ann.current(step.ws, p.model):  # the index's lists stand in for k-means
+            pairs = ann.pairs_above(step.ws, p.model, step.embeddings(p.model),
+                                    {s: i for i, s in enumerate(step.ids)}, p.semantic)
         else:
             pairs = _semantic_pairs(step.embeddings(p.model), p.semantic, p.seed)
         _apply(step, alive, pairs, prio, stage)

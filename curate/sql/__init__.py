@@ -6,7 +6,10 @@ so a received workspace cannot put a query behind a known name). Its header comm
 it answers and which ``$parameters`` it takes, with defaults as ``$name (default VALUE)``.
 Parameters are bound by DuckDB, never formatted into the SQL. ``text=`` embeds a phrase with the
 model whose embeddings the query reads and binds it as ``$text_emb`` (and that model's
-embeddings view name as ``$embeddings``, for ``query_table($embeddings)``).
+embeddings view name as ``$embeddings``, for ``query_table($embeddings)``), and registers the
+table ``text_neighbours`` (``sample_id``, ``image_emb``): the ``$n`` (default 100) images
+nearest the phrase, found through the model's index (``curate.ann``, ``curate index``) when it
+is current, else by an exact scan.
 
 Every statement is checked, then run on ``connect(ws)``: an in-memory DuckDB whose views read
 the workspace's Parquet through Arrow, and which may open no file itself (``curate.sql.sandbox``
@@ -91,9 +94,10 @@ def parameters(sql: str) -> list[str]:
 
 
 def _text_embedding(ws: Workspace, sql: str, text: str, model: str | None
-                    ) -> tuple[dict[str, Any], str]:
+                    ) -> tuple[dict[str, Any], str, str]:
     """Bind ``$text_emb`` (the phrase's embedding) and ``$embeddings`` (the view of the model's
-    embeddings); returns the parameters and the SQL with ``$text_emb`` cast to ``FLOAT[d]``."""
+    embeddings); returns the parameters, the SQL with ``$text_emb`` cast to ``FLOAT[d]`` and
+    the model's name."""
     from curate import models
 
     views = {view_name("embeddings", d.name): d for d in ws.pass_dirs("embeddings")}
@@ -114,7 +118,15 @@ def _text_embedding(ws: Workspace, sql: str, text: str, model: str | None
     with torch.no_grad():
         vec = m.model.encode_text(m.tokenizer([text]))[0].float().tolist()
     sql = re.sub(r"\$text_emb\b(?!\s*::)", f"CAST($text_emb AS FLOAT[{len(vec)}])", sql)
-    return {"text_emb": vec, "embeddings": view}, sql
+    return {"text_emb": vec, "embeddings": view}, sql, model
+
+
+def text_neighbours(ws: Workspace, model: str, vec: list[float], n: int) -> pa.Table:
+    """``text_neighbours``: the ``n`` image embeddings nearest ``vec`` (``curate.ann.search``),
+    with the stored vectors, so the query computes its cosines from them."""
+    from curate import ann
+    t = ann.search(ws, model, vec, n, with_embedding=True)
+    return pa.table({"sample_id": t["sample_id"], "image_emb": t["embedding"]})
 
 
 def _error(label: str, e: duckdb.Error) -> CurateError:
@@ -160,11 +172,16 @@ def run_sql(workspace: str | Path, query_or_name: str, params: dict[str, str] | 
                           f"{', '.join('$' + p for p in sorted(takes)) or 'none'})")
     values: dict[str, Any] = {k: value(v) for k, v in {**defaults, **(params or {})}.items()}
     check(sql)  # refused before anything runs, and before --text loads a model
+    near = None
     if text is not None:
-        bound, sql = _text_embedding(ws, sql, text, model)
+        bound, sql, model = _text_embedding(ws, sql, text, model)
         values.update(bound)
+        n = values.get("n", 100)
+        near = text_neighbours(ws, model, bound["text_emb"], n if isinstance(n, int) else 100)
     con = connect(ws)
     try:
+        if near is not None:
+            con.register("text_neighbours", near)
         return execute(con, sql, values, label)
     finally:
         con.close()
