@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import traitlets
-from ipywidgets.widgets.trait_types import bytes_serialization
 
 from curate.errors import CurateError
 from curate.maps import widget_data as data
@@ -63,6 +62,11 @@ def color_choices(con: duckdb.DuckDBPyConnection, rows: str = "pairs") -> list[s
     return out
 
 
+def _bytes(value: bytes | memoryview | None, _widget: object) -> bytes:
+    """A buffer from the front end as bytes (Jupyter sends a memoryview, marimo bytes)."""
+    return b"" if value is None else bytes(value)
+
+
 class MapWidget(anywidget.AnyWidget):
     """A map of a workspace, drawn by the browser. ``selected_ids`` follows the box or lasso
     drawn there; ``color`` recolours it (the selection stays); ``highlight(ids)`` marks search
@@ -75,7 +79,7 @@ class MapWidget(anywidget.AnyWidget):
     _legend = traitlets.Dict().tag(sync=True)
     _labels = traitlets.List().tag(sync=True)
     _highlight = traitlets.Bytes(b"").tag(sync=True)
-    selection = traitlets.Bytes(b"").tag(sync=True, **bytes_serialization)  # int32 rows
+    selection = traitlets.Bytes(b"").tag(sync=True, from_json=_bytes)  # int32 rows
     hovered = traitlets.Int(-1).tag(sync=True)
     hover_card = traitlets.Dict().tag(sync=True)
     color = traitlets.Unicode("cluster").tag(sync=True)
