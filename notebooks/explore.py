@@ -15,10 +15,12 @@ with app.setup:
 
     from curate.errors import CurateError
     from curate.maps import catalog, check_map, list_maps, load_points, read_manifest
-    from curate.maps.brush import geometry, histograms, keep_by_cluster, rule_sql
+    from curate.maps.brush import histograms, keep_by_cluster, rule_sql
     from curate.maps.explore import cards, inside, numeric_useful, save, useful_columns
     from curate.maps.frames import colour_columns, score_columns
     from curate.maps.render import figure
+    from curate.maps.search import by_phrase, more_like
+    from curate.maps.widget import MapWidget
     from curate.workspace import Workspace
 
 
@@ -52,10 +54,11 @@ def danger(title: str, error: object) -> object:
 def _():
     mo.md("""
     # Explore a map
-    Every sample of the workspace on its UMAP map. **Drag** a box (or **Shift+drag** a
-    lasso) to brush a region: its samples as cards, their scores against the pool, threshold
-    rules to refine it and a button to save it as a selection appear below. The brush stays
-    when you colour the map by another column or switch maps.
+    Every sample of the workspace on its UMAP map, drawn in the browser (WebGL): pan, zoom,
+    hover for a card. Pick **box** or **lasso** and drag to brush a region: its samples as
+    cards, their scores against the pool, threshold rules to refine it and a button to save
+    it as a selection appear below. The brush stays when you colour the map by another
+    column or switch maps; search rings what it finds.
     """)
     return
 
@@ -107,93 +110,71 @@ def _(con, map_pick, ws):
 
 
 @app.cell
-def _(args, frame):
-    choices = useful_columns(frame)
+def _(args, frame, maps, ws):
+    # made once per workspace: a map or colour change goes to this widget, which keeps its
+    # selection (the samples on both maps, when the map changes)
+    w = MapWidget(ws, map_name=args.map if args.map in maps else maps[0])
+    if args.brush:  # start with this box brushed, as if drawn (headless runs)
+        w.select(frame["sample_id"][inside(frame, {"type": "box", "x": args.brush[:2],
+                                                   "y": args.brush[2:]})].tolist())
+    choices = [c for c in w.color_choices() if c in useful_columns(frame) or c == "cluster"]
     color_pick = mo.ui.dropdown(choices, value=args.color if args.color in choices
                                 else "cluster", label="colour by")
     _note = None if args.color in choices else mo.callout(mo.md(
         f"No column `{args.color}` to colour by in this workspace; colouring by cluster. "
         "Columns: " + ", ".join(f"`{c}`" for c in choices)), kind="warn")
-    clear = mo.ui.button(value=0, label="Clear the brush", on_click=lambda n: n + 1)
-    mo.vstack([mo.hstack([color_pick, clear], justify="start"), *([_note] if _note else [])])
-    return clear, color_pick
+    mapw = mo.ui.anywidget(w)
+    mo.vstack([mo.hstack([color_pick], justify="start"), *([_note] if _note else []), mapw,
+               mo.md("<small>**pan** drags and zooms (wheel), **box** and **lasso** brush, "
+                     "**clear** empties the brush; hover a point for its card.</small>")])
+    return choices, color_pick, mapw, w
 
 
 @app.cell
-def _(args):
-    # the brush outlives the picture: {"map", "shape", "ids"}; a colour or map change redraws
-    # the map, and the brush comes back from here
-    get_brush, set_brush = mo.state(
-        {"map": None, "shape": {"type": "box", "x": args.brush[:2], "y": args.brush[2:]},
-         "ids": None} if args.brush else None)
+def _(color_pick, map_pick, w):
+    try:  # the widget recolours (or switches maps) in place: the brush stays
+        w.map_name = map_pick.value
+        w.color = color_pick.value
+        _out = None
+    except CurateError as e:
+        _out = danger("Cannot recolour the map.", e)
+    _out
+    return
+
+
+@app.cell
+def _():
+    # the brushed sample ids, apart from the widget: the cells below rerun when they change,
+    # not on every hover or pan the widget syncs
+    get_brush, set_brush = mo.state(None)
     return get_brush, set_brush
 
 
 @app.cell
-def _(clear, set_brush):
-    if clear.value:
-        set_brush(None)
+def _(get_brush, mapw, set_brush, w):
+    _ = mapw.value  # rerun on every change the browser sends
+    _ids = w.selected_ids
+    if _ids != get_brush():
+        set_brush(_ids)
     return
 
 
 @app.cell
-def _(color_pick, frame, get_brush, map_pick):
-    _kept = get_brush()
-    _shape = _kept and _kept["shape"]
-    _here = _kept is not None and _kept["map"] in (None, map_pick.value)
-    _fig, _ax = figure(frame, color_pick.value, size=560)
-    if _kept and not (_here and _shape and _shape["type"] == "box"):
-        # a lasso (or a brush from another map) cannot be redrawn as a box: show its points
-        _pts = frame[kept_mask(frame, _kept, map_pick.value)]
-        _ax.scatter(_pts["x"], _pts["y"], s=4, facecolors="none", edgecolors="black",
-                    linewidths=0.4)
-    brush = mo.ui.matplotlib(
-        _ax, value={"x": _shape["x"], "y": _shape["y"]} if _here and _shape and
-        _shape["type"] == "box" else None, debounce=True)
-    plt.close(_fig)
-    brush
-    return (brush,)
-
-
-@app.function
-def kept_mask(frame: object, kept: dict | None, map_name: str) -> np.ndarray:
-    """The points of ``frame`` the kept brush holds: by geometry on its own map, else by id."""
-    if not kept:
-        return np.zeros(len(frame), bool)
-    if kept["map"] in (None, map_name) and kept["shape"]:
-        return inside(frame, kept["shape"])
-    return frame["sample_id"].isin(kept["ids"] or []).to_numpy()
-
-
-@app.cell
-def _(brush, frame, get_brush, map_pick, set_brush):
-    _shape = geometry(brush.value)
-    _old = get_brush()
-    if _shape is not None and (_old is None or _old["shape"] != _shape
-                               or _old["map"] != map_pick.value):
-        _m = np.asarray(brush.value.get_mask(frame["x"].to_numpy(), frame["y"].to_numpy()),
-                        bool)
-        set_brush({"map": map_pick.value, "shape": _shape,
-                   "ids": frame["sample_id"][_m].tolist()})
-    return
-
-
-@app.cell
-def _(frame, get_brush, map_pick):
-    kept = get_brush()
-    mask = kept_mask(frame, kept, map_pick.value)
+def _(frame, get_brush):
+    kept = get_brush() or []
+    mask = frame["sample_id"].isin(kept).to_numpy()
     brushed = frame[mask]
     if not kept:
-        _msg = mo.callout(mo.md("Drag a box on the map (Shift+drag for a lasso) to see its "
-                                "samples."), kind="neutral")
+        _msg = mo.callout(mo.md("Choose **box** or **lasso** on the map and drag over it to "
+                                "brush a region and see its samples."), kind="neutral")
     elif brushed.empty:
-        _msg = mo.callout(mo.md("**The brush holds no points.** Draw it over the map's "
-                                "points."), kind="warn")
+        _msg = mo.callout(mo.md("**The brush holds no points of this map.** Draw it over "
+                                "the map's points."), kind="warn")
     else:
         _msg = mo.md(f"### {len(brushed):,} samples brushed "
                      f"({len(brushed) / len(frame):.1%} of the map)")
     _msg
-    return brushed, kept, mask
+    return brushed, mask
 
 
 @app.cell
@@ -238,6 +219,57 @@ def _(brushed, frame, scores):
 def _(brushed, frame, hist_pick, mask):
     mo.stop(brushed.empty or not hist_pick.value)
     _fig = histograms(frame, mask, list(hist_pick.value))
+    plt.close(_fig)
+    _fig
+    return
+
+
+@app.cell
+def _():
+    phrase = mo.ui.text(label="images like the phrase", placeholder="a red circle",
+                        full_width=True)
+    like = mo.ui.text(label="or more like sample", placeholder="a sample_id (on its card)")
+    k = mo.ui.number(start=1, stop=10_000, value=48, label="results")
+    search_btn = mo.ui.run_button(label="Search")
+    mo.vstack([mo.md("## Search the map"), phrase, mo.hstack([like, k, search_btn],
+                                                               justify="start")])
+    return k, like, phrase, search_btn
+
+
+@app.cell
+def _(frame, k, like, map_pick, phrase, scores, search_btn, w, ws):
+    mo.stop(not search_btn.value or not (phrase.value.strip() or like.value.strip()),
+            mo.md("Type a phrase (or a sample id) and press **Search**: the results are "
+                  "ringed on the map and shown here."))
+    try:
+        hits = (more_like(ws, like.value.strip(), int(k.value), map_pick.value)
+                if like.value.strip() else by_phrase(ws, map_pick.value, phrase.value,
+                                                     int(k.value)))
+        _on = w.highlight(hits["sample_id"].tolist())
+        _found = frame.merge(hits[["sample_id", "score"]], on="sample_id")
+        _grid = cards(ws, _found, "score", True, 0, int(k.value), ["score", *scores[:2]])
+        _what = f"more like `{like.value.strip()}`" if like.value.strip() else \
+            f"images like *{phrase.value}*"
+        _out = mo.vstack([mo.md(f"**{len(hits):,} {_what}** ({_on:,} on this map, ringed)"),
+                          mo.Html(_grid._repr_html_())])
+    except CurateError as e:
+        _out = danger("Cannot search.", e)
+    _out
+    return
+
+
+@app.cell
+def _():
+    static = mo.ui.checkbox(label="also draw the static picture (datashader, as `curate "
+                            "render` draws it)")
+    static
+    return (static,)
+
+
+@app.cell
+def _(color_pick, frame, static):
+    mo.stop(not static.value)
+    _fig, _ = figure(frame, color_pick.value, size=560)
     plt.close(_fig)
     _fig
     return
@@ -293,7 +325,7 @@ def _(brushed, map_pick):
 
 
 @app.cell
-def _(brushed, kept, map_pick, overwrite, ranges, refine, save_btn, sel_name, ws):
+def _(brushed, map_pick, overwrite, ranges, refine, save_btn, sel_name, ws):
     mo.stop(not save_btn.value)
     _ids = brushed["sample_id"]
     _rule = rule_sql(ranges) if refine.value and ranges else None
@@ -303,8 +335,7 @@ def _(brushed, kept, map_pick, overwrite, ranges, refine, save_btn, sel_name, ws
             _v = brushed[_c].to_numpy(dtype=float)
             _keep &= (_v >= _lo) & (_v <= _hi)
         _ids = _ids[_keep]
-    _kind, _text = save(ws, sel_name.value, _ids.tolist(), kept["map"] or map_pick.value,
-                        kept["shape"] if kept["map"] in (None, map_pick.value) else None,
+    _kind, _text = save(ws, sel_name.value, _ids.tolist(), map_pick.value, None,
                         overwrite.value, _rule)
     mo.callout(mo.md(_text), kind=_kind)
     return

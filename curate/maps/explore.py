@@ -95,6 +95,7 @@ class Cards:
                 f'<figure class="curate-card" data-sample-id="{html.escape(r["sample_id"])}" '
                 'style="width:150px;margin:0;font-size:11px">'
                 f'{img}<figcaption>{html.escape(r["caption"][:90])}<br>'
+                f'<code style="font-size:9px">{html.escape(r["sample_id"])}</code><br>'
                 f'<span style="color:gray">{scores}</span></figcaption></figure>')
         return (f'<div class="curate-cards"><p><small>{html.escape(self.title())}</small></p>'
                 '<div style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(cards)
