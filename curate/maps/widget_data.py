@@ -144,11 +144,11 @@ def centroids(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_positions(frame: pd.DataFrame, transform: dict) -> list[list]:
-    """``[[x, y, label], ...]`` in the buffer's coordinates, largest cluster first (the
-    front end drops a label that would overlap one already drawn)."""
+    """``[[x, y, label, cluster], ...]`` in the buffer's coordinates, largest cluster first
+    (the front end drops a label that would overlap one already drawn)."""
     c = centroids(frame).sort_values(["size", "cluster"], ascending=[False, True])
     (cx, cy), s = transform["center"], transform["scale"]
-    return [[float((r.x - cx) * s), float((r.y - cy) * s), str(r.label)]
+    return [[float((r.x - cx) * s), float((r.y - cy) * s), str(r.label), int(r.cluster)]
             for r in c.itertuples()]
 
 
