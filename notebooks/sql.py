@@ -134,7 +134,8 @@ def _(args, params, phrase, query_form, query_pick, run_query, ws):
                        text=phrase.value if phrase is not None and phrase.value else None,
                        queries=args.sql_dir)
         result = pl.from_arrow(_res)
-        _out = with_thumbnails(ws, result)
+        _out = mo.vstack([mo.md(f"`{query_pick.value}`: **{result.height:,} rows**"),
+                          with_thumbnails(ws, result)])
     except CurateError as e:  # a query's error (or refusal) is shown, not raised
         result, _out = None, mo.callout(mo.md(f"**The query failed.** {e}"), kind="danger")
     _out
@@ -165,7 +166,8 @@ def _(adhoc, con, run_adhoc, ws):
     mo.stop(not run_adhoc.value, mo.md("Press **Run the SQL**."))
     try:
         adhoc_result = pl.from_arrow(execute(con, adhoc.value, label="your SQL"))
-        _out = with_thumbnails(ws, adhoc_result)
+        _out = mo.vstack([mo.md(f"your SQL: **{adhoc_result.height:,} rows**"),
+                          with_thumbnails(ws, adhoc_result)])
     except CurateError as e:
         adhoc_result, _out = None, mo.callout(mo.md(f"**The SQL failed.** {e}"), kind="danger")
     _out
