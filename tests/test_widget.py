@@ -49,12 +49,13 @@ def ws(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def map_rows(ws: Path, name: str, columns: str = "") -> pd.DataFrame:
-    """The map parquet joined to ``pairs`` by DuckDB, in the widget's row order."""
+    """The map parquet joined to ``pairs`` by DuckDB, in the file's order (the widget's)."""
     w = Workspace.open(ws)
     con = duckdb.connect()
     w.build_views(con)
-    return con.execute(f"SELECT m.* {columns} FROM read_parquet($m) m JOIN pairs p USING "
-                       "(sample_id) ORDER BY m.cluster, m.sample_id",
+    return con.execute(f"SELECT m.* EXCLUDE (file_row_number) {columns} FROM read_parquet("
+                       "$m, file_row_number = true) m JOIN pairs p USING (sample_id) "
+                       "ORDER BY m.file_row_number",
                        {"m": str(w.map_files(name).parquet)}).df()
 
 

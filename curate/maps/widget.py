@@ -19,6 +19,7 @@ back as int32 row indices.
 from __future__ import annotations
 
 import base64
+import io
 from pathlib import Path
 
 import anywidget
@@ -26,12 +27,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
+import pyarrow.parquet as pq
 import traitlets
 
 from curate.errors import CurateError
 from curate.maps import widget_data as data
-from curate.maps.brush import captions, thumbnails
-from curate.maps.frames import MAP_COLUMNS, catalog, load_points, pair_columns, score_columns
+from curate.maps.frames import MAP_COLUMNS, catalog, pair_columns, score_columns
+from curate.maps.io import read_manifest
 from curate.workspace import Workspace
 
 STATIC = Path(__file__).with_name("static") / "map_widget.js"
@@ -54,7 +57,7 @@ def color_choices(con: duckdb.DuckDBPyConnection, rows: str = "pairs") -> list[s
     if not cand:
         return ["cluster"]
     row = con.execute("SELECT " + ", ".join(
-        f'approx_count_distinct("{c}")' for c in cand) + f" FROM {rows}").fetchone()
+        f'approx_count_distinct("{c}")' for c in cand) + f" FROM {rows}").fetchall()[0]
     out = ["cluster"]
     for (c, t), n in zip(cand.items(), row, strict=True):
         if n >= 2 and (t != "VARCHAR" or n <= MAX_STRING_VALUES):
@@ -94,7 +97,7 @@ class MapWidget(anywidget.AnyWidget):
                  color: str = "cluster", **kw: object) -> None:
         self.ws = ws if isinstance(ws, Workspace) else Workspace.open(ws)
         self._con = catalog(self.ws)
-        self._choices = ["cluster"]
+        self._choices: list[str] | None = None  # counted on first use: seconds at 1M
         self._scores = score_columns(self._con)
         self._ready = False  # observers wait until the points and colours are in place
         super().__init__(**kw)
@@ -106,15 +109,20 @@ class MapWidget(anywidget.AnyWidget):
 
     # the points ---------------------------------------------------------------------------
     def _load(self, name: str) -> None:
-        self.frame = load_points(self.ws, name, con=self._con)
+        """Read the map's points in the file's order (sorting or joining a million string
+        ids costs seconds); points whose sample left the workspace stay until the map is made
+        again, as ``check_map`` reports."""
+        read_manifest(self.ws, name)  # a missing map says which exist and how to make one
+        t = pq.read_table(self.ws.map_files(name).parquet, columns=list(MAP_COLUMNS))
+        self.frame = t.to_pandas()
+        self._id_array = t["sample_id"].combine_chunks()
         self._ids = self.frame["sample_id"].to_numpy(dtype=object)
-        self._row = pd.Index(self._ids)
         self._columns = {}
+        self._choices = None
         xy, transform = data.positions(self.frame["x"].to_numpy(), self.frame["y"].to_numpy())
         self.transform = transform
-        self._con.register("_map_order", pa.table({"sample_id": pa.array(
-            self._ids.tolist(), pa.string()), "idx": pa.array(np.arange(len(self._ids)))}))
-        self._choices = color_choices(self._con, "_map_order JOIN pairs USING (sample_id)")
+        self._con.register("_map_order", pa.table({"sample_id": self._id_array,
+                                                   "idx": pa.array(np.arange(len(t)))}))
         self.set_trait("_xy", xy.tobytes())
         self.set_trait("_labels", data.label_positions(self.frame, transform))
 
@@ -136,22 +144,35 @@ class MapWidget(anywidget.AnyWidget):
             if name not in pair_columns(self._con):
                 raise CurateError(f"no column {name!r} in this workspace; colour by one of "
                                   f"{', '.join(self._choices)}")
-            self._columns[name] = self._con.execute(
-                f'SELECT p."{name}" FROM _map_order o LEFT JOIN pairs p USING (sample_id) '
-                "ORDER BY o.idx").fetchnumpy()[name]
+            got = self._con.execute(f'SELECT o.idx, p."{name}" AS v FROM _map_order o JOIN '
+                                    "pairs p USING (sample_id)").fetch_df()
+            v = got["v"].to_numpy()
+            if len(got) == len(self._ids):
+                col = np.empty(len(self._ids), v.dtype)
+            elif v.dtype.kind in "iuf":  # a point whose sample left: NaN, or None
+                col, v = np.full(len(self._ids), np.nan), v.astype(np.float64)
+            else:
+                col = np.full(len(self._ids), None, object)
+            col[got["idx"].to_numpy()] = v
+            self._columns[name] = col
         return pd.Series(self._columns[name], name=name)
 
     def color_choices(self) -> list[str]:
-        """The columns this map can be coloured by (see ``color_choices``)."""
+        """The columns this map can be coloured by (see ``color_choices``), counted over the
+        map's points on first use."""
+        if self._choices is None:
+            self._choices = color_choices(self._con, "_map_order JOIN pairs USING (sample_id)")
         return list(self._choices)
 
     # colour --------------------------------------------------------------------------------
     @traitlets.validate("color")
     def _check_color(self, proposal: dict) -> str:
         c = proposal["value"]
-        if c not in self._choices and c not in pair_columns(self._con):
+        t = pair_columns(self._con).get(c, "")
+        if c not in MAP_COLUMNS and (not t or "[" in t or t.startswith(("STRUCT", "MAP",
+                                                                          "BLOB"))):
             raise CurateError(f"cannot colour by {c!r}; choose one of "
-                              f"{', '.join(self._choices)}")
+                              f"{', '.join(self.color_choices())}")
         return c
 
     @traitlets.observe("color")
@@ -180,8 +201,12 @@ class MapWidget(anywidget.AnyWidget):
         return self._ids[self.selected_indices].tolist()
 
     def _rows(self, ids: list[str]) -> np.ndarray:
-        rows = self._row.get_indexer(pd.Index(list(ids), dtype=object))
-        return rows[rows >= 0]
+        """Rows of these ids on the map (a scan of the ids, hashing only the few asked for:
+        a hash index of a million strings would cost seconds to build)."""
+        if not len(ids):
+            return np.zeros(0, np.int64)
+        hit = pa.compute.is_in(self._id_array, value_set=pa.array(list(ids), pa.string()))
+        return np.flatnonzero(hit.to_numpy(zero_copy_only=False))
 
     def select(self, ids: list[str]) -> int:
         """Select these samples (those on the map); returns how many are."""
@@ -209,23 +234,45 @@ class MapWidget(anywidget.AnyWidget):
 
     def card(self, i: int, size: int = 160) -> dict:
         """What the hover card shows for row ``i``: its id, a JPEG thumbnail as a data URL,
-        the caption, its cluster and the current colour's and every score's value."""
+        the caption, its cluster and the current colour's and every score's value (one
+        query of ``pairs``)."""
         sid = str(self._ids[i])
-        thumb = thumbnails(self.ws, [sid], size).get(sid)
         cols = list(dict.fromkeys(c for c in [self.color, *self._scores]
                                   if c not in MAP_COLUMNS))
+        row = self._con.execute(
+            "SELECT caption, image_path, image_offset, image_length" +
+            "".join(f', "{c}"' for c in cols) + " FROM pairs WHERE sample_id = $s",
+            {"s": sid}).fetchall()  # fetchone would leave the result open
+        row = row[0] if row else None
         values: dict[str, object] = {"cluster": str(self.frame["cluster_label"].iat[i])}
-        if cols:
-            row = self._con.execute("SELECT " + ", ".join(f'"{c}"' for c in cols) +
-                                    " FROM pairs WHERE sample_id = $s", {"s": sid}).fetchone()
-            values.update({c: _plain(v) for c, v in zip(cols, row or [], strict=False)})
-        return {"index": int(i), "sample_id": sid, "caption": captions(self.ws, [sid])[sid],
+        if row is None:  # the sample left the workspace since the map was made
+            return {"index": int(i), "sample_id": sid, "caption": "(no longer in the "
+                    "workspace)", "thumbnail": None, "values": values}
+        values.update({c: _plain(v) for c, v in zip(cols, row[4:], strict=True)})
+        thumb = thumbnail(*row[1:4], size)
+        return {"index": int(i), "sample_id": sid, "caption": row[0] or "",
                 "thumbnail": "data:image/jpeg;base64," + base64.b64encode(thumb).decode()
                 if thumb else None, "values": values}
 
     def close(self) -> None:
         self._con.close()
         super().close()
+
+
+def thumbnail(path: str, offset: int | None, length: int | None, size: int) -> bytes | None:
+    """A JPEG thumbnail of one image (None when it cannot be read: shown as missing)."""
+    from PIL import Image
+
+    from curate.images import decode_rgb, read_bytes
+
+    try:
+        img = decode_rgb(read_bytes(path, offset, length))
+    except Exception:  # a failed image is shown as missing, never raised
+        return None
+    img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
 
 
 def _plain(v: object) -> object:
