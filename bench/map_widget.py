@@ -2,7 +2,7 @@
 same operations on the datashader path it replaces, and screenshots of the widget (not a test).
 
     .venv/bin/python bench/map_widget.py [--n 100000 1000000] [--repeats 3] [--screenshots]
-                                         [--keep] [--out bench/out]
+                                         [--screenshots-only] [--keep] [--out bench/out]
 
 Each workspace is fabricated by ``bench/sql_latency.py``'s ``fabricate`` (curate's layout,
 random schema-correct Parquet, 64-d tiny-clip-shaped embeddings), then given a map laid out
@@ -267,7 +267,7 @@ def screenshots(ws: Workspace, out: Path) -> list[Path]:
             b = canvas.bounding_box()
             cx, cy = b["x"] + b["width"] * 0.45, b["y"] + b["height"] * 0.45
             page.mouse.move(cx, cy)
-            for _ in range(8):
+            for _ in range(5):
                 page.mouse.wheel(0, -300)
                 page.wait_for_timeout(300)
             page.wait_for_timeout(1500)
@@ -303,13 +303,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--screenshots", action="store_true")
+    ap.add_argument("--screenshots-only", action="store_true", help="skip the timings")
     ap.add_argument("--keep", action="store_true", help="keep the fabricated workspaces")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     a = ap.parse_args()
     out = Path(a.out)
     print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     table = []
-    for n in a.n:
+    for n in [] if a.screenshots_only else a.n:
         ws = build(out, n)
         for op, wt, dt in measure(ws, a.repeats):
             table.append((n, op, wt, dt))
@@ -319,7 +320,7 @@ def main() -> None:
     print("\n| points | operation | widget path (s) | datashader path (s) |\n|--:|---|--:|--:|")
     for n, op, wt, dt in table:
         print(f"| {n:,} | {op} | {wt:.3f} | {'' if dt is None else f'{dt:.3f}'} |")
-    if a.screenshots:
+    if a.screenshots or a.screenshots_only:
         for p in screenshots(build(out, max(a.n)), ROOT / "bench"):
             print(f"screenshot: {p}")
     if not a.keep:

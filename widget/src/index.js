@@ -28,7 +28,7 @@ const CSS = `
 .cmw-card img{max-width:208px;max-height:160px;display:block;margin-bottom:4px}
 .cmw-card .cap{margin-bottom:4px}
 .cmw-card table{font-size:11px;border-collapse:collapse}
-.cmw-card td{padding:0 6px 0 0}
+.cmw-card td{padding:0 6px 0 0;word-break:break-all;vertical-align:top}
 `;
 
 function el(tag, cls, parent) {
