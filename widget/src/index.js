@@ -28,7 +28,8 @@ const CSS = `
 .cmw-card img{max-width:208px;max-height:160px;display:block;margin-bottom:4px}
 .cmw-card .cap{margin-bottom:4px}
 .cmw-card table{font-size:11px;border-collapse:collapse}
-.cmw-card td{padding:0 6px 0 0;word-break:break-all;vertical-align:top}
+.cmw-card td{padding:0 6px 0 0;vertical-align:top;white-space:nowrap}
+.cmw-card td+td{white-space:normal;word-break:break-all}
 `;
 
 function el(tag, cls, parent) {
@@ -240,7 +241,8 @@ function render({ model, el: root }) {
     for (const [k, v] of [["id", c.sample_id], ...Object.entries(c.values || {})]) {
       const r = el("tr", null, t);
       el("td", null, r).textContent = k;
-      el("td", null, r).textContent = typeof v === "number" ? (+v).toPrecision(4) : String(v);
+      el("td", null, r).textContent = typeof v !== "number" ? String(v)
+        : Number.isInteger(v) ? v.toLocaleString() : v.toPrecision(4);
     }
     const left = Math.min(mouse[0] + 14, Math.max(0, width - 236));
     const top = Math.min(mouse[1] + 14, Math.max(0, height() - 240));
