@@ -22,7 +22,8 @@ from curate.errors import CurateError
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 EVERY_VERB = {"synth", "ingest", "info", "models", "demo", "embed", "score", "fit-aesthetic",
-              "select", "evaluate", "map", "render", "sql", "export", "card", "verify"}
+              "select", "evaluate", "map", "render", "sql", "export", "card", "verify",
+              "explore"}
 
 
 def curate(*args: str) -> subprocess.CompletedProcess:
