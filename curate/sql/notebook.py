@@ -53,7 +53,8 @@ def choices(ws: Workspace, con: duckdb.DuckDBPyConnection, param: str) -> list[s
 def form(ws: Workspace, con: duckdb.DuckDBPyConnection, name: str,
          queries: str | None = None) -> Form:
     """The form of named query ``name``: a field per ``$parameter`` it binds (the phrase
-    ones aside), each defaulting to the header's default or else the first choice there is."""
+    ones aside), each defaulting to the header's default where the workspace has it, else to
+    the first of what it has."""
     _, sql, defaults = resolve(ws, name, queries)
     fields = []
     for p in parameters(sql):
@@ -61,8 +62,8 @@ def form(ws: Workspace, con: duckdb.DuckDBPyConnection, name: str,
             continue
         opts = choices(ws, con, p)
         default = defaults.get(p, "")
-        if opts is not None and default and default not in opts:
-            opts = [default, *opts]  # the documented default even where nothing matches it
+        if opts and default not in opts:
+            default = opts[0]  # the documented default is not in this workspace: one that is
         fields.append(Field(p, default or (opts[0] if opts else ""),
                             tuple(opts) if opts is not None else None))
     return Form(tuple(fields), "text_emb" in parameters(sql))
