@@ -115,15 +115,25 @@ def drag_box(page: object, scope: object, fx: tuple[float, float],
     scope.locator("button[data-mode=box]").first.click()
     canvas = scope.locator(".cmw-main canvas").first
     canvas.scroll_into_view_if_needed()
-    b = canvas.bounding_box()
+    b, end = None, time.time() + 30
+    while time.time() < end:  # the page still laying out moves the canvas under the drag
+        time.sleep(0.5)
+        now = canvas.bounding_box()
+        if now == b:
+            break
+        b = now
     x0, y0 = b["x"] + b["width"] * fx[0], b["y"] + b["height"] * fy[0]
     x1, y1 = b["x"] + b["width"] * fx[1], b["y"] + b["height"] * fy[1]
     page.mouse.move(x0, y0)
     page.mouse.down()
-    for t in np.linspace(0, 1, 12)[1:]:
+    time.sleep(0.05)  # the plot starts its rectangle at the first move after a short delay
+    page.mouse.move(x0 + 0.5, y0 + 0.5)
+    time.sleep(0.05)
+    for t in np.linspace(0, 1, 24)[1:]:
         page.mouse.move(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)
         time.sleep(0.03)
     page.mouse.up()
+    assert canvas.bounding_box() == b, "the canvas moved while the box was dragged"
     return canvas.evaluate("""(c, r) => {
         const p = c.closest('.cmw').parentElement.curatePlot;
         const xs = p.get('xScale'), ys = p.get('yScale');
@@ -143,3 +153,16 @@ def in_box(xy: np.ndarray, box: list[float]) -> tuple[np.ndarray, np.ndarray]:
     edge = ((np.abs(x - x0) < px) | (np.abs(x - x1) < px) | (np.abs(y - y0) < px)
             | (np.abs(y - y1) < px))
     return inside, edge
+
+
+def pick(page: object, label: str, value: str, timeout: float = 60) -> None:
+    """Choose ``value`` in the dropdown whose label starts with ``label`` (waiting for it to
+    render)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        for sel in page.locator("select").all():
+            if sel.evaluate("(e, l) => e.parentElement.innerText.trim().startsWith(l)", label):
+                sel.select_option(value)
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"no dropdown labelled {label!r} on the page")
