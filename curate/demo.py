@@ -1,6 +1,7 @@
 """``curate demo``: the main job on the embedded default. A synthetic pool is generated,
 ingested into a local workspace, embedded, and every scoring pass that can run offline runs
-on it; the figures printed are measured against the pool's ground truth. Running it again
+on it; the figures printed are measured against the pool's ground truth. It ends by making
+the map and printing the command that opens it in the explore notebook. Running it again
 resumes and adds nothing."""
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from curate import passes
 from curate.errors import CurateError
 from curate.info import format_info, info
 from curate.ingest import ingest
+from curate.maps import check_map, list_maps, make_map
+from curate.maps.widget_notebook import explore_command, shell_line
 from curate.passes.embed import embed
 from curate.passes.score import score
 from curate.select import select
 from curate.synth import make_pool
 from curate.synth.truth import dedup_quality, score_aurocs
+from curate.workspace import Workspace
 
 SELECTIONS = [("dedup", [("dedup", {"by": "clip_score"})], None),
               ("top30", [("top", {"column": "clip_score", "amount": 0.3})], None),
@@ -56,5 +60,17 @@ def demo(workspace: Path, n: int = 2000, seed: int = 0) -> None:
           f"{q['precision']:.3f}, recall {q['recall']:.3f}")
     print()
     print(format_info(info(workspace)))
+    print(_map(workspace))
     print(f"\ndemo finished in {time.time() - start:.0f}s. Query it: "
           f"duckdb {workspace / 'catalog.duckdb'} \"SELECT * FROM pairs LIMIT 5\"")
+    print(f"Explore it (the interactive map): {shell_line(explore_command(workspace, 'default'))}")
+
+
+def _map(workspace: Path) -> str:
+    """Make map ``default`` unless it exists and still covers the workspace's samples."""
+    ws = Workspace.open(workspace)
+    if "default" in list_maps(ws) and check_map(ws, "default") is None:
+        return "map default: up to date"
+    m = make_map(workspace, "default")
+    return (f"map default: {m['points']:,} points, {len(m['clusters'])} clusters in "
+            f"{m['seconds']['total']:.1f}s")

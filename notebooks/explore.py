@@ -14,17 +14,13 @@ with app.setup:
     import numpy as np
 
     from curate.errors import CurateError
-    from curate.maps import catalog, check_map, list_maps, load_points, read_manifest, save_brush
-    from curate.maps.brush import (
-        captions,
-        geometry,
-        histograms,
-        keep_by_cluster,
-        rule_sql,
-        thumbnails,
-    )
+    from curate.maps import catalog, check_map, list_maps, load_points, read_manifest
+    from curate.maps.brush import histograms, keep_by_cluster, rule_sql
+    from curate.maps.explore import cards, inside, numeric_useful, save, useful_columns
     from curate.maps.frames import colour_columns, score_columns
     from curate.maps.render import figure
+    from curate.maps.search import by_phrase, more_like
+    from curate.maps.widget import MapWidget
     from curate.workspace import Workspace
 
 
@@ -50,21 +46,19 @@ def open_workspace(path: str) -> tuple[Workspace | None, str | None]:
 
 
 @app.function
-def card(sid: str, thumb: bytes | None, caption: str, scores: dict) -> object:
-    """One brushed sample: thumbnail, caption and scores."""
-    img = mo.image(thumb, width=96, height=96) if thumb else mo.md("*(no image)*")
-    lines = " · ".join(f"{k} {v:.3g}" for k, v in scores.items() if v == v)
-    return mo.vstack([img, mo.md(f"<small>{caption[:90]}</small>"),
-                      mo.md(f"<small style='color:gray'>{lines}</small>")], gap=0.2)
+def danger(title: str, error: object) -> object:
+    return mo.callout(mo.md(f"**{title}** {error}"), kind="danger")
 
 
 @app.cell(hide_code=True)
 def _():
     mo.md("""
     # Explore a map
-    Every sample of the workspace on its UMAP map, drawn by datashader. **Drag** a box
-    (or **Shift+drag** a lasso) to brush a region: its samples, their scores against the
-    pool, and a button to save them as a selection appear below.
+    Every sample of the workspace on its UMAP map, drawn in the browser (WebGL): pan, zoom,
+    hover for a card. Pick **box** or **lasso** and drag to brush a region: its samples as
+    cards, their scores against the pool, threshold rules to refine it and a button to save
+    it as a selection appear below. The brush stays when you colour the map by another
+    column or switch maps; search rings what it finds.
     """)
     return
 
@@ -80,8 +74,7 @@ def _():
 @app.cell
 def _(ws_input):
     ws, ws_error = open_workspace(ws_input.value)
-    mo.stop(ws is None, mo.callout(mo.md(f"**Cannot open the workspace.** {ws_error}"),
-                                   kind="danger"))
+    mo.stop(ws is None, danger("Cannot open the workspace.", ws_error))
     maps = list_maps(ws)
     mo.stop(not maps, mo.callout(mo.md(
         f"**No map yet** in `{ws.root}`. Make one with `curate map -w {ws.root}` "
@@ -91,29 +84,21 @@ def _(ws_input):
 
 
 @app.cell
-def _(args, con, maps):
-    _cols = colour_columns(con)
+def _(args, maps):
     map_pick = mo.ui.dropdown(maps, value=args.map if args.map in maps else maps[0],
                               label="map")
-    color_pick = mo.ui.dropdown(_cols, value=args.color if args.color in _cols else "cluster",
-                                label="colour by")
-    _note = None if args.color in _cols else mo.callout(mo.md(
-        f"No column `{args.color}` in this workspace; colouring by cluster. Columns: "
-        + ", ".join(f"`{c}`" for c in _cols)), kind="warn")
-    mo.vstack([mo.hstack([map_pick, color_pick], justify="start"), *([_note] if _note else [])])
-    return color_pick, map_pick
+    map_pick
+    return (map_pick,)
 
 
 @app.cell
-def _(color_pick, con, map_pick, ws):
+def _(con, map_pick, ws):
     scores = score_columns(con)
-    _wanted = scores + ([color_pick.value] if color_pick.value != "cluster" else [])
     try:
-        frame, load_error = load_points(ws, map_pick.value, _wanted, con), None
+        frame, load_error = load_points(ws, map_pick.value, colour_columns(con)[1:], con), None
     except CurateError as e:
-        frame, load_error = None, str(e)
-    mo.stop(frame is None, mo.callout(mo.md(f"**Cannot load the map.** {load_error}"),
-                                      kind="danger"))
+        frame, load_error = None, e
+    mo.stop(frame is None, danger("Cannot load the map.", load_error))
     manifest = read_manifest(ws, map_pick.value)
     _stale = check_map(ws, map_pick.value, con)
     mo.vstack([
@@ -121,31 +106,70 @@ def _(color_pick, con, map_pick, ws):
               f"embeddings of `{manifest['embedding']['model']}`, UMAP fitted on "
               f"{manifest['sample']:,}, {len(manifest['clusters'])} clusters"),
         *([mo.callout(mo.md(_stale), kind="warn")] if _stale else [])])
-    return frame, manifest, scores
+    return frame, scores
 
 
 @app.cell
-def _(args, color_pick, frame):
-    _fig, _ax = figure(frame, color_pick.value, size=560)
-    _b = args.brush
-    brush = mo.ui.matplotlib(_ax, value={"x": _b[:2], "y": _b[2:]} if _b else None,
-                             debounce=True)
-    plt.close(_fig)
-    brush
-    return (brush,)
+def _(args, frame, maps, ws):
+    # made once per workspace: a map or colour change goes to this widget, which keeps its
+    # selection (the samples on both maps, when the map changes)
+    w = MapWidget(ws, map_name=args.map if args.map in maps else maps[0])
+    if args.brush:  # start with this box brushed, as if drawn (headless runs)
+        w.select(frame["sample_id"][inside(frame, {"type": "box", "x": args.brush[:2],
+                                                   "y": args.brush[2:]})].tolist())
+    choices = [c for c in w.color_choices() if c in useful_columns(frame) or c == "cluster"]
+    color_pick = mo.ui.dropdown(choices, value=args.color if args.color in choices
+                                else "cluster", label="colour by")
+    _note = None if args.color in choices else mo.callout(mo.md(
+        f"No column `{args.color}` to colour by in this workspace; colouring by cluster. "
+        "Columns: " + ", ".join(f"`{c}`" for c in choices)), kind="warn")
+    mapw = mo.ui.anywidget(w)
+    mo.vstack([mo.hstack([color_pick], justify="start"), *([_note] if _note else []), mapw,
+               mo.md("<small>**pan** drags and zooms (wheel), **box** and **lasso** brush, "
+                     "**clear** empties the brush; hover a point for its card.</small>")])
+    return choices, color_pick, mapw, w
 
 
 @app.cell
-def _(brush, frame):
-    mask = np.asarray(brush.value.get_mask(frame["x"].to_numpy(), frame["y"].to_numpy()),
-                      bool)
+def _(color_pick, map_pick, w):
+    try:  # the widget recolours (or switches maps) in place: the brush stays
+        w.map_name = map_pick.value
+        w.color = color_pick.value
+        _out = None
+    except CurateError as e:
+        _out = danger("Cannot recolour the map.", e)
+    _out
+    return
+
+
+@app.cell
+def _():
+    # the brushed sample ids, apart from the widget: the cells below rerun when they change,
+    # not on every hover or pan the widget syncs
+    get_brush, set_brush = mo.state(None)
+    return get_brush, set_brush
+
+
+@app.cell
+def _(get_brush, mapw, set_brush, w):
+    _ = mapw.value  # rerun on every change the browser sends
+    _ids = w.selected_ids
+    if _ids != get_brush():
+        set_brush(_ids)
+    return
+
+
+@app.cell
+def _(frame, get_brush):
+    kept = get_brush() or []
+    mask = frame["sample_id"].isin(kept).to_numpy()
     brushed = frame[mask]
-    if not brush.value:
-        _msg = mo.callout(mo.md("Drag a box on the map (Shift+drag for a lasso) to see its "
-                                "samples."), kind="neutral")
+    if not kept:
+        _msg = mo.callout(mo.md("Choose **box** or **lasso** on the map and drag over it to "
+                                "brush a region and see its samples."), kind="neutral")
     elif brushed.empty:
-        _msg = mo.callout(mo.md("**The brush holds no points.** Draw it over the map's "
-                                "points."), kind="warn")
+        _msg = mo.callout(mo.md("**The brush holds no points of this map.** Draw it over "
+                                "the map's points."), kind="warn")
     else:
         _msg = mo.md(f"### {len(brushed):,} samples brushed "
                      f"({len(brushed) / len(frame):.1%} of the map)")
@@ -154,54 +178,107 @@ def _(brush, frame):
 
 
 @app.cell
-def _(brushed, scores, ws):
+def _(brushed, frame, scores):
     mo.stop(brushed.empty)
-    _show = brushed.head(24)
-    _ids = list(_show["sample_id"])
-    _thumbs, _caps = thumbnails(ws, _ids), captions(ws, _ids)
-    mo.hstack([card(r.sample_id, _thumbs.get(r.sample_id), _caps[r.sample_id],
-                    {c: getattr(r, c) for c in scores[:3]})
-               for r in _show.itertuples()], wrap=True, gap=0.5)
+    _num = numeric_useful(frame)
+    sort_pick = mo.ui.dropdown(["(map order)", *_num],
+                               value=scores[0] if scores and scores[0] in _num else
+                               "(map order)", label="sort cards by")
+    descending = mo.ui.checkbox(value=False, label="highest first")
+    page = mo.ui.number(start=1, stop=max(1, -(-len(brushed) // 24)), value=1, label="page")
+    mo.hstack([sort_pick, descending, page], justify="start")
+    return descending, page, sort_pick
+
+
+@app.cell
+def _(brushed, descending, page, scores, sort_pick, ws):
+    try:
+        _grid = cards(ws, brushed, None if sort_pick.value == "(map order)" else
+                      sort_pick.value, descending.value, int(page.value) - 1,
+                      scores=list(dict.fromkeys(
+                          [*([sort_pick.value] if sort_pick.value in brushed else []),
+                           *scores]))[:3])
+        _out = mo.Html(_grid._repr_html_())
+    except CurateError as e:
+        _out = danger("Cannot show the cards.", e)
+    _out
     return
 
 
 @app.cell
-def _(brushed, frame, mask, scores):
+def _(brushed, frame, scores):
     mo.stop(brushed.empty)
-    _fig = histograms(frame, mask, scores[:4] or ["cluster"])
+    _num = numeric_useful(frame)
+    hist_pick = mo.ui.multiselect(_num, value=[c for c in scores if c in _num][:4] or _num[:4],
+                                  label="histograms of")
+    hist_pick
+    return (hist_pick,)
+
+
+@app.cell
+def _(brushed, frame, hist_pick, mask):
+    mo.stop(brushed.empty or not hist_pick.value)
+    _fig = histograms(frame, mask, list(hist_pick.value))
     plt.close(_fig)
     _fig
     return
 
 
 @app.cell
-def _(brushed, map_pick):
-    mo.stop(brushed.empty)
-    sel_name = mo.ui.text(value=f"brush-{map_pick.value}", label="selection name")
-    overwrite = mo.ui.checkbox(label="replace a selection of that name")
-    save = mo.ui.run_button(label="Save the brush as a selection")
-    mo.hstack([sel_name, overwrite, save], justify="start")
-    return overwrite, save, sel_name
+def _():
+    phrase = mo.ui.text(label="images like the phrase", placeholder="a red circle",
+                        full_width=True)
+    like = mo.ui.text(label="or more like sample", placeholder="a sample_id (on its card)")
+    k = mo.ui.number(start=1, stop=10_000, value=48, label="results")
+    search_btn = mo.ui.run_button(label="Search")
+    mo.vstack([mo.md("## Search the map"), phrase, mo.hstack([like, k, search_btn],
+                                                               justify="start")])
+    return k, like, phrase, search_btn
 
 
 @app.cell
-def _(brush, brushed, map_pick, overwrite, save, sel_name, ws):
-    mo.stop(not save.value)
+def _(frame, k, like, map_pick, phrase, scores, search_btn, w, ws):
+    mo.stop(not search_btn.value or not (phrase.value.strip() or like.value.strip()),
+            mo.md("Type a phrase (or a sample id) and press **Search**: the results are "
+                  "ringed on the map and shown here."))
     try:
-        _r = save_brush(ws, sel_name.value, list(brushed["sample_id"]), map_pick.value,
-                        geometry(brush.value), overwrite.value)
-        _path = ws.selection(sel_name.value).parquet
-        _out = mo.callout(mo.md(f"Saved **{_r.kept:,}** samples as selection "
-                                f"`{sel_name.value}` (`{_path}`)."), kind="success")
+        hits = (more_like(ws, like.value.strip(), int(k.value), map_pick.value)
+                if like.value.strip() else by_phrase(ws, map_pick.value, phrase.value,
+                                                     int(k.value)))
+        _on = w.highlight(hits["sample_id"].tolist())
+        _found = frame.merge(hits[["sample_id", "score"]], on="sample_id")
+        _grid = cards(ws, _found, "score", True, 0, int(k.value), ["score", *scores[:2]])
+        _what = f"more like `{like.value.strip()}`" if like.value.strip() else \
+            f"images like *{phrase.value}*"
+        _out = mo.vstack([mo.md(f"**{len(hits):,} {_what}** ({_on:,} on this map, ringed)"),
+                          mo.Html(_grid._repr_html_())])
     except CurateError as e:
-        _out = mo.callout(mo.md(f"**Not saved.** {e}"), kind="danger")
+        _out = danger("Cannot search.", e)
     _out
+    return
+
+
+@app.cell
+def _():
+    static = mo.ui.checkbox(label="also draw the static picture (datashader, as `curate "
+                            "render` draws it)")
+    static
+    return (static,)
+
+
+@app.cell
+def _(color_pick, frame, static):
+    mo.stop(not static.value)
+    _fig, _ = figure(frame, color_pick.value, size=560)
+    plt.close(_fig)
+    _fig
     return
 
 
 @app.cell(hide_code=True)
 def _(scores):
-    mo.md("## What would a threshold rule keep, per cluster?" if scores else
+    mo.md("## Refine with a threshold rule\nWhat the rule keeps per cluster, of the whole map "
+          "(and of the brush, if you save it refined)." if scores else
           "## Threshold rules\nNo scores yet: run `curate score NAME -w DIR` to add some.")
     return
 
@@ -224,14 +301,43 @@ def _(frame, scores):
 
 @app.cell
 def _(frame, sliders, ws):
-    _ranges = {c: tuple(v) for c, v in sliders.value.items()}
-    _table = keep_by_cluster(frame, _ranges)
+    ranges = {c: tuple(v) for c, v in sliders.value.items()}
+    _table = keep_by_cluster(frame, ranges)
     _total = _table.iloc[-1]
     mo.vstack([
         mo.md(f"The rule keeps **{int(_total['kept']):,}** of {int(_total['samples']):,} "
               f"samples ({_total['kept_share']:.1%}). As a selection:\n\n"
-              f"`curate select -w {ws.root} NAME where '{rule_sql(_ranges)}'`"),
+              f"`curate select -w {ws.root} NAME where '{rule_sql(ranges)}'`"),
         mo.ui.table(_table, selection=None, page_size=20)])
+    return (ranges,)
+
+
+@app.cell
+def _(brushed, map_pick):
+    mo.stop(brushed.empty)
+    sel_name = mo.ui.text(value=f"brush-{map_pick.value}", label="selection name")
+    overwrite = mo.ui.checkbox(label="replace a selection of that name")
+    refine = mo.ui.checkbox(label="only the brushed samples the rule keeps")
+    save_btn = mo.ui.run_button(label="Save the brush as a selection")
+    mo.vstack([mo.md("## Save"), mo.hstack([sel_name, overwrite, refine, save_btn],
+                                           justify="start")])
+    return overwrite, refine, save_btn, sel_name
+
+
+@app.cell
+def _(brushed, map_pick, overwrite, ranges, refine, save_btn, sel_name, ws):
+    mo.stop(not save_btn.value)
+    _ids = brushed["sample_id"]
+    _rule = rule_sql(ranges) if refine.value and ranges else None
+    if _rule:
+        _keep = np.ones(len(brushed), bool)
+        for _c, (_lo, _hi) in ranges.items():
+            _v = brushed[_c].to_numpy(dtype=float)
+            _keep &= (_v >= _lo) & (_v <= _hi)
+        _ids = _ids[_keep]
+    _kind, _text = save(ws, sel_name.value, _ids.tolist(), map_pick.value, None,
+                        overwrite.value, _rule)
+    mo.callout(mo.md(_text), kind=_kind)
     return
 
 

@@ -6,9 +6,12 @@ app = marimo.App(width="medium", app_title="curate: the whole loop")
 
 with app.setup:
     import argparse
+    import contextlib
+    import io
     import os
     import shlex
     import sys
+    import time
     from pathlib import Path
 
     import marimo as mo
@@ -17,6 +20,29 @@ with app.setup:
     from curate import passes
     from curate.errors import CurateError
     from curate.workspace import Workspace
+
+    class PageProgress(io.TextIOBase):
+        """stderr for a step: the progress lines the CLI prints (tqdm's samples/s and ETA,
+        evaluate's steps) shown in the page as the step runs, the latest line of each bar."""
+
+        def __init__(self, title: str) -> None:
+            self.title, self.lines, self.t0, self.shown = title, {}, time.time(), 0.0
+
+        def write(self, s: str) -> int:
+            for part in s.replace("\r", "\n").split("\n"):
+                part = part.strip()
+                if part:  # a bar's line replaces that bar's last (keyed by its description)
+                    self.lines[part.split(":")[0][:40]] = part
+            if time.time() - self.shown > 0.5:
+                self.show()
+            return len(s)
+
+        def show(self) -> None:
+            self.shown = time.time()
+            body = "\n".join(list(self.lines.values())[-6:]) or "starting"
+            mo.output.replace(mo.vstack([
+                mo.md(f"**{self.title}** running ({time.time() - self.t0:.0f} s)"),
+                mo.md(f"```\n{body}\n```")]))
 
 
 @app.function
@@ -40,12 +66,17 @@ def cli_args() -> argparse.Namespace:
 
 @app.function
 def run_step(title: str, fn: object) -> tuple[object, object]:
-    """(result, output to show): a spinner while ``fn`` runs; a user error as a callout."""
+    """(result, output to show): the step's progress in the page while ``fn`` runs (as the
+    CLI shows it on a terminal); a user error as a callout."""
+    out = PageProgress(title)
     try:
-        with mo.status.spinner(title=title):
+        with contextlib.redirect_stderr(out):
+            out.show()
             result = fn()
     except CurateError as e:
         return None, mo.callout(mo.md(f"**{title} failed.** {e}"), kind="danger")
+    finally:
+        mo.output.clear()
     return result, None
 
 
@@ -90,7 +121,7 @@ def _(ingest_btn, run_all, sources, ws_path):
     if (ingest_btn.value or run_all) and sources.value.strip():
         from curate.ingest import ingest
         ingested, _err = run_step("ingest", lambda: ingest(shlex.split(sources.value),
-                                                           ws_path.value, progress=False))
+                                                           ws_path.value))
         _out = _err or shown(ingested.summary())
     elif ingest_btn.value or run_all:
         _out = mo.callout(mo.md("Give at least one source to ingest."), kind="warn")
@@ -111,8 +142,7 @@ def _(embed_btn, ingested, model, run_all, ws_path):
     _out = mo.md("Press **Run embed** to compute image and text embeddings (once per model).")
     if embed_btn.value or run_all:
         from curate.passes.embed import embed
-        embedded, _err = run_step("embed", lambda: embed(ws_path.value, model.value,
-                                                         progress=False))
+        embedded, _err = run_step("embed", lambda: embed(ws_path.value, model.value))
         _out = _err or shown(embedded.summary())
     _out
     return (embedded,)
@@ -136,12 +166,10 @@ def _(embedded, pass_pick, run_all, score_btn, ws_path):
     if score_btn.value or run_all:
         from curate.passes.score import score
         _lines = []
-        for _name in mo.status.progress_bar(pass_pick.value, title="scoring",
-                                            remove_on_exit=True):
-            try:
-                _lines.append(score(ws_path.value, _name, progress=False).summary())
-            except CurateError as e:  # a pass whose weights are missing here
-                _lines.append(f"{_name}: skipped: {e}")
+        for _name in pass_pick.value:
+            _rep, _err = run_step(f"score {_name}", lambda n=_name: score(ws_path.value, n))
+            _lines.append(_rep.summary() if _rep else
+                          f"{_name}: skipped (its weights or inputs are missing here)")
         scored = _lines
         _out = shown("\n".join(_lines) or "(no passes chosen)")
     _out
@@ -167,16 +195,9 @@ def _(map_btn, map_kind, map_sample, model, run_all, scored, ws_path):
     _ws = Workspace(Path(ws_path.value).expanduser().resolve())
     _fresh = "default" in list_maps(_ws) and check_map(_ws, "default") is None
     if map_btn.value or (run_all and not _fresh):
-        with mo.status.progress_bar(total=100, title="map", remove_on_exit=True) as _bar:
-            _shown = [0]
-
-            def _progress(stage: str, done: int, total: int) -> None:
-                _pct = int(100 * done / total) if total > 1 else _shown[0]
-                _bar.update(increment=max(0, _pct - _shown[0]), title=stage)
-                _shown[0] = max(_pct, _shown[0])
-            mapped, _err = run_step("map", lambda: make_map(
-                ws_path.value, "default", map_kind.value, model.value,
-                MapParams(sample=int(map_sample.value)), progress=_progress))
+        mapped, _err = run_step("map", lambda: make_map(
+            ws_path.value, "default", map_kind.value, model.value,
+            MapParams(sample=int(map_sample.value))))
         _out = _err
     elif run_all:
         mapped = {"name": "default", "up_to_date": True}
@@ -250,24 +271,28 @@ def _(args, sel_name, ws_path):
 
 @app.cell
 def _(evaluated, export_btn, export_to, run_all, sel_name, selected, ws_path):
+    exported = None
     _out = mo.md("Press **Run export** to write the selection as webdataset shards.")
     if (export_btn.value or run_all) and selected is not None:
         from curate.cli import main as _cli
-        with mo.redirect_stdout(), mo.redirect_stderr(), mo.status.spinner("export"):
-            _rc = _cli(["export", "-w", ws_path.value, sel_name.value, export_to.value])
+        _rc, _ = run_step("export", lambda: _cli(["export", "-w", ws_path.value,
+                                                   sel_name.value, export_to.value]))
+        exported = _rc == 0
         _out = mo.callout(mo.md(f"Exported to `{export_to.value}`."), kind="success") \
-            if _rc == 0 else mo.callout(mo.md(f"Export failed (exit {_rc}); see above."),
+            if exported else mo.callout(mo.md(f"**Export failed** (exit {_rc})."),
                                         kind="danger")
     elif export_btn.value or run_all:
         _out = mo.callout(mo.md("Run **select** first."), kind="warn")
     _out
-    return
+    return (exported,)
 
 
 @app.cell
-def _(embedded, evaluated, ingested, mapped, scored, selected, ws_path):
+def _(embedded, evaluated, exported, ingested, mapped, scored, selected, ws_path):
     from curate.info import format_info, info
 
+    # refreshed after every step: the steps' results are this cell's inputs
+    _after = (ingested, embedded, scored, mapped, selected, evaluated, exported)
     try:
         _text = format_info(info(ws_path.value))
     except CurateError as e:

@@ -15,21 +15,22 @@ with app.setup:
     import curate
     from curate.errors import CurateError
     from curate.maps.brush import thumbnails
-    from curate.sql import header, named_queries, parameters, resolve, run_sql
+    from curate.sql import execute, header, named_queries, run_sql
+    from curate.sql.notebook import form
     from curate.workspace import Workspace
-
-    BOUND = ("text_emb", "embeddings")  # bound from a phrase (--text), not typed in
 
 
 @app.function
 def cli_args() -> argparse.Namespace:
-    """`marimo run notebooks/sql.py -- -w DIR [--sql-dir DIR]`"""
+    """`marimo run notebooks/sql.py -- -w DIR [--sql-dir DIR] [--query NAME]`"""
     ap = argparse.ArgumentParser(prog="sql.py")
     ap.add_argument("-w", "--workspace", default=os.environ.get("CURATE_WORKSPACE", "workspace"),
                     help="workspace (default: $CURATE_WORKSPACE or ./workspace)")
     ap.add_argument("--sql-dir", default=None,
                     help="named queries from this folder (default: the package's sql/, as "
                     "`curate sql`; never the workspace's own)")
+    ap.add_argument("--query", default=None, help="the named query picked first")
+    ap.add_argument("--text", default="", help="the phrase for similar_to_text")
     return ap.parse_known_args(sys.argv[1:])[0]
 
 
@@ -53,6 +54,16 @@ def with_thumbnails(ws: Workspace, df: object, limit: int = 50) -> object:
                       mo.ui.table(rows, selection=None, page_size=10)])
 
 
+@app.function
+def field(f: object) -> object:
+    """A form field: a dropdown where the workspace says what the value can be."""
+    if f.choices:
+        return mo.ui.dropdown(list(f.choices), value=f.default or f.choices[0], label=f.name)
+    return mo.ui.text(value=f.default, label=f.name,
+                      placeholder="(none in this workspace yet)" if f.choices is not None
+                      else "")
+
+
 @app.cell(hide_code=True)
 def _():
     mo.md("""
@@ -61,8 +72,8 @@ def _():
     `scores_<pass>`, `map_<name>`, `selection_<name>`) and macros (`selection(name)`,
     `drop_log(name)`, `map_points(name)`) in `curate.connect(ws)`: an in-memory DuckDB
     sandbox that reads the Parquet directly and nothing outside the workspace, and never
-    opens `catalog.duckdb`, so passes can write while it is open. Named queries run as
-    `curate sql` runs them: every statement checked first, only reading ones run.
+    opens `catalog.duckdb`, so passes can write while it is open. Named queries and the SQL
+    box run as `curate sql` runs them: every statement checked first, only reading ones run.
     """)
     return
 
@@ -89,49 +100,86 @@ def _(args, ws):
         queries, _error = named_queries(ws, queries=args.sql_dir), None
     except CurateError as e:
         queries, _error = {}, str(e)
-    query_pick = mo.ui.dropdown(list(queries), value=next(iter(queries), None),
-                                label="named query")
+    query_pick = mo.ui.dropdown(list(queries), value=args.query if args.query in queries
+                                else next(iter(queries), None), label="named query")
     mo.vstack([mo.md("## Named queries"), query_pick] if queries else
-              [mo.md(f"## Named queries\n{_error or 'No `*.sql` files.'}")])
+              [mo.md("## Named queries"), mo.callout(mo.md(_error or "No `*.sql` files."),
+                                                     kind="warn")])
     return queries, query_pick
 
 
 @app.cell
-def _(args, queries, query_pick, ws):
+def _(args, con, queries, query_pick, ws):
     mo.stop(not query_pick.value)
-    _, _sql, _defaults = resolve(ws, query_pick.value, args.sql_dir)
-    _typed = [p for p in parameters(_sql) if p not in BOUND]
-    params = mo.ui.dictionary({p: mo.ui.text(value=_defaults.get(p, ""), label=p)
-                               for p in _typed})
-    phrase = mo.ui.text(label="phrase (binds $text_emb)") if "text_emb" in parameters(
-        _sql) else None
-    needs = phrase is not None or any(p not in _defaults for p in _typed)
+    query_form = form(ws, con, query_pick.value, args.sql_dir)
+    params = mo.ui.dictionary({f.name: field(f) for f in query_form.fields})
+    phrase = mo.ui.text(value=args.text, label="phrase (embedded with the model whose "
+                        "embeddings the query reads; binds $text_emb)", full_width=True) \
+        if query_form.phrase else None
     run_query = mo.ui.run_button(label="Run")
     mo.vstack([mo.md(f"```\n{header(queries[query_pick.value])}\n```"), params,
                *([phrase] if phrase is not None else []), run_query])
-    return needs, params, phrase, run_query
+    return params, phrase, query_form, run_query
 
 
 @app.cell
-def _(args, needs, params, phrase, query_pick, run_query, ws):
-    mo.stop(needs and not run_query.value, mo.md("Fill in the parameters and press **Run**."))
+def _(args, params, phrase, query_form, query_pick, run_query, ws):
+    _ready = query_form.complete() or (phrase is not None and phrase.value.strip()
+                                       and all(v for v in params.value.values()))
+    mo.stop(not (_ready or run_query.value),
+            mo.md("Fill in the parameters and press **Run**."))
     try:
         _res = run_sql(ws.root, query_pick.value,
-                       {k: v for k, v in params.value.items() if v != ""},
-                       text=phrase.value if phrase is not None else None,
+                       {k: v for k, v in params.value.items() if v not in ("", None)},
+                       text=phrase.value if phrase is not None and phrase.value else None,
                        queries=args.sql_dir)
-        _out = with_thumbnails(ws, pl.from_arrow(_res))
+        result = pl.from_arrow(_res)
+        _out = mo.vstack([mo.md(f"`{query_pick.value}`: **{result.height:,} rows**"),
+                          with_thumbnails(ws, result)])
     except CurateError as e:  # a query's error (or refusal) is shown, not raised
-        _out = mo.callout(mo.md(f"**The query failed.** {e}"), kind="danger")
+        result, _out = None, mo.callout(mo.md(f"**The query failed.** {e}"), kind="danger")
     _out
+    return (result,)
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md("""
+    ## Your own SQL
+    Checked and run as `curate sql -w WS "SQL"` runs it (reading statements only).
+    """)
     return
+
+
+@app.cell
+def _():
+    adhoc = mo.ui.code_editor(value="SELECT source, count(*) AS samples\nFROM samples "
+                              "GROUP BY ALL ORDER BY samples DESC", language="sql",
+                              label="SQL")
+    run_adhoc = mo.ui.run_button(label="Run the SQL")
+    mo.vstack([adhoc, run_adhoc])
+    return adhoc, run_adhoc
+
+
+@app.cell
+def _(adhoc, con, run_adhoc, ws):
+    mo.stop(not run_adhoc.value, mo.md("Press **Run the SQL**."))
+    try:
+        adhoc_result = pl.from_arrow(execute(con, adhoc.value, label="your SQL"))
+        _out = mo.vstack([mo.md(f"your SQL: **{adhoc_result.height:,} rows**"),
+                          with_thumbnails(ws, adhoc_result)])
+    except CurateError as e:
+        adhoc_result, _out = None, mo.callout(mo.md(f"**The SQL failed.** {e}"), kind="danger")
+    _out
+    return (adhoc_result,)
 
 
 @app.cell(hide_code=True)
 def _():
     mo.md(r"""
     ## SQL cells
-    Edit these or add your own (`mo.sql(f"...", engine=con)`); results are Polars frames.
+    In `marimo edit`, edit these or add your own (`mo.sql(f"...", engine=con)`); results are
+    Polars frames.
     """)
     return
 

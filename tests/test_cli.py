@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 EVERY_VERB = {"synth", "ingest", "captions", "info", "models", "demo", "embed", "caption",
               "index", "score", "fit-aesthetic", "select", "evaluate", "map", "render", "sql",
-              "export", "card", "verify"}
+              "export", "card", "verify", "explore"}
 
 
 def curate(*args: str) -> subprocess.CompletedProcess:

@@ -1,43 +1,41 @@
-"""The marimo notebooks: lint clean, run headless on the synthetic pool (in-process as scripts,
-and once through ``marimo export html``), explain bad input in the page instead of raising,
-and render in a real browser (``marimo run`` + headless Chromium over the DevTools protocol).
-"""
+"""The notebooks without a browser: the marimo ones lint clean, run headless on the synthetic
+pool (in-process as scripts, and once through ``marimo export html``) and explain bad input in
+the page instead of raising; the Jupyter one runs top to bottom under nbclient; the library
+functions both call (columns offered, cards, saving) against the workspace. In a browser:
+``test_browser.py``."""
 
 from __future__ import annotations
 
-import base64
 import importlib.util
-import itertools
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from html import unescape
 from pathlib import Path
 from types import ModuleType
 
+import duckdb
 import nbformat
+import numpy as np
+import polars as pl
 import pytest
 
 from curate.files import read_json
 from curate.ingest import ingest
 from curate.maps import MapParams, load_points, make_map
+from curate.maps.explore import cards, inside, save, useful_columns
+from curate.maps.frames import catalog, colour_columns
 from curate.passes.score import score
-from curate.select import load_selection
+from curate.select import load_selection, select
+from curate.sql import named_queries, run_sql
 from curate.synth import make_pool
 from curate.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 MARIMO = [sys.executable, "-m", "marimo"]
-ERRORS = ("An internal error occurred", "This cell wasn't run because it has errors",
-          "Ancestor prevented from running", "Traceback (most recent call last)")
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +105,10 @@ def test_explore_explains_bad_input(ws: Path, embedded: Path, tmp_path: Path,
     x0, y0 = float(frame.x.max()) + 0.05, float(frame.y.max()) + 0.05  # in the margin
     text, d = run(monkeypatch, "explore", "-w", str(changed), "--color", "nope", "--brush",
                   str(x0), str(x0 + 0.01), str(y0), str(y0 + 0.01))
-    assert "No column nope in this workspace" in text and d["color_pick"].value == "cluster"
+    assert "No column nope to colour by in this workspace" in text
+    assert d["color_pick"].value == "cluster"
     assert "the samples changed since map" in text and "no embeddings yet" in text
-    assert "The brush holds no points" in text and d["brushed"].empty
+    assert "Choose box or lasso on the map" in text and d["brushed"].empty
 
 
 @pytest.mark.slow
@@ -156,140 +155,101 @@ def test_loop_notebook_runs_every_step(embedded: Path, pool: Path, tmp_path: Pat
     assert sum(sizes.values()) == len(kept)
 
 
-# --- in a browser ---------------------------------------------------------------------------
-
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
-                                        else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
-
-
-class DevTools:
-    """Just enough of the Chrome DevTools protocol: call a method, evaluate JavaScript."""
-
-    def __init__(self, sock: object) -> None:
-        self.sock = sock
-        self.ids = itertools.count(1)
-
-    def call(self, method: str, **params: object) -> dict:
-        i = next(self.ids)
-        self.sock.send(json.dumps({"id": i, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.sock.recv(timeout=60))
-            if msg.get("id") == i:
-                if "error" in msg:
-                    raise RuntimeError(msg["error"])
-                return msg["result"]
-
-    def eval(self, js: str) -> object:
-        r = self.call("Runtime.evaluate", expression=js, returnByValue=True)
-        return r["result"].get("value")
-
-
-def chromium(profile: Path) -> tuple[subprocess.Popen, str]:
-    """Headless Debian chromium with a DevTools port; (process, its page's websocket URL)."""
-    proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", "--window-size=1280,2000",
-         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    port_file = profile / "DevToolsActivePort"
-    end = time.time() + 60
-    while not (port_file.exists() and port_file.read_text().count("\n")) and time.time() < end:
-        time.sleep(0.1)
-    port = port_file.read_text().split()[0]
-    wait_http(f"http://127.0.0.1:{port}/json/version", 30)
-    pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
-    return proc, next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"]
-
-
-MAP_PIXELS = """(() => {
-  const el = document.querySelector("marimo-matplotlib");
-  const c = el && el.shadowRoot && el.shadowRoot.querySelector("canvas");
-  if (!c || !c.width) return 0;
-  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-  let n = 0;
-  for (let i = 0; i < d.length; i += 4)
-    if (Math.max(d[i], d[i+1], d[i+2]) - Math.min(d[i], d[i+1], d[i+2]) > 60) n++;
-  return n;
-})()"""
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # the group this test started, by its id
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
-def test_explore_in_a_browser(ws: Path, tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI (.ci/run installs Debian's chromium)")
-        pytest.skip("no chromium here (apt-get install -y chromium)")
-    from websockets.sync.client import connect
-
-    port = free_port()
-    log = tmp_path / "marimo.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [*MARIMO, "run", str(NOTEBOOKS / "explore.py"), "--headless", "--host",
-             "127.0.0.1", "--port", str(port), "--no-token", "--", "-w", str(ws)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    browser = None
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", 90)
-        browser, url = chromium(tmp_path / "profile")
-        with connect(url, max_size=None, open_timeout=30) as sock:
-            page = DevTools(sock)
-            page.call("Page.enable")
-            page.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
-            end, coloured = time.time() + 150, 0
-            while time.time() < end and coloured < 500:
-                time.sleep(1)
-                coloured = page.eval(MAP_PIXELS) or 0
-            time.sleep(1)
-            shot = page.call("Page.captureScreenshot", format="png",
-                             captureBeyondViewport=True)
-            (tmp_path / "explore.png").write_bytes(base64.b64decode(shot["data"]))
-            text = page.eval("document.body.innerText") or ""
-    finally:
-        for p in (browser, server):
-            if p is not None:
-                stop(p)
-    assert coloured >= 500, f"the map never rendered; screenshot {tmp_path / 'explore.png'}"
-    assert "559 points" in text and "Explore a map" in text
-    shown = [e for e in ERRORS if e in text]
-    assert not shown, f"the page shows {shown}; screenshot {tmp_path / 'explore.png'}"
-    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+def test_sql_notebook_runs_every_named_query(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each named query, picked with the form's defaults (the first selection, the phrase
+    for similar_to_text), gives the rows ``curate sql``'s function gives."""
+    mod = notebook("sql")
+    select(ws, "clean", [("where", {"expr": "n_words > 3"}), ("dedup", {"by": "n_words"})],
+           overwrite=True)
+    for name in named_queries(Workspace.open(ws)):
+        monkeypatch.setattr(sys, "argv", ["sql.py", "-w", str(ws), "--query", name,
+                                          "--text", "a red circle"])
+        _, d = mod.app.run()
+        params = {f.name: f.default for f in d["query_form"].fields}
+        want = run_sql(ws, name, params, text="a red circle" if d["query_form"].phrase
+                       else None)
+        assert d["result"] is not None, name
+        assert d["result"].equals(pl.from_arrow(want)), name
 
 
-def test_export_to_jupyter(tmp_path: Path) -> None:
-    """JupyterLab users get the same notebooks through `marimo export ipynb`."""
-    out = tmp_path / "explore.ipynb"
-    r = subprocess.run([*MARIMO, "export", "ipynb", str(NOTEBOOKS / "explore.py"), "-o",
-                        str(out), "--sort", "top-down"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    nb = nbformat.read(out, as_version=4)
-    nbformat.validate(nb)
-    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "from curate.maps import" in code and "mo.ui.matplotlib" in code
+def test_save_as_the_notebooks_save(ws: Path, tmp_path: Path) -> None:
+    """The call both explore notebooks make (a Workspace, not a path: the issue's TypeError),
+    the ids written as given, an existing name refused with a message, not an exception."""
+    w = tmp_path / "ws"
+    shutil.copytree(ws, w)
+    wsp = Workspace.open(w)
+    frame = load_points(wsp, "default")
+    ids = frame["sample_id"][frame.x < frame.x.median()].tolist()
+    kind, text = save(wsp, "left", ids, "default", None)
+    assert kind == "success" and f"Saved **{len(ids):,}** samples" in text
+    assert load_selection(wsp, "left") == ids
+    kind, text = save(wsp, "left", ids[:3], "default", None)
+    assert kind == "danger" and "Not saved" in text and load_selection(wsp, "left") == ids
+    kind, text = save(wsp, "lefter", ids[:3], "default", None, rule='"n_words" BETWEEN 1 AND 9')
+    steps = read_json(wsp.selection("lefter").json)["rules"]
+    assert kind == "success" and steps[0]["params"]["where"] == '"n_words" BETWEEN 1 AND 9'
+    assert save(wsp, "empty", [], "default", None)[0] == "danger"
+
+
+def test_columns_offered_and_cards(ws: Path) -> None:
+    """Colours and histograms leave out ids, hashes, paths, times and constant columns; the
+    cards sort (missing last) and page as pandas does, reading captions from the workspace."""
+    wsp = Workspace.open(ws)
+    con = catalog(wsp)
+    frame = load_points(wsp, "default", colour_columns(con)[1:], con)
+    cols = useful_columns(frame)
+    for bad in ("sample_id", "image_hash", "orig_key", "meta", "ingested_at", "image_path"):
+        assert bad not in cols
+    assert "n_words" in cols and cols[0] == "cluster"
+    assert all(frame[c].nunique(dropna=False) > 1 for c in cols)
+    assert "status" not in cols or frame["status"].nunique() > 1
+    grid = cards(wsp, frame, "n_words", True, 1, 10, ["n_words"])
+    want = frame.sort_values("n_words", ascending=False, kind="stable").iloc[10:20]
+    assert [r["sample_id"] for r in grid.rows] == want["sample_id"].tolist()
+    assert grid.pages == -(-len(frame) // 10) and grid.total == len(frame)
+    truth = dict(duckdb.connect().execute(
+        "SELECT sample_id, caption FROM read_parquet($g)",
+        {"g": str(wsp.samples_dir) + "/part-*.parquet"}).fetchall())
+    assert all(r["caption"] == truth[r["sample_id"]] for r in grid.rows)
+    html = grid._repr_html_()
+    assert html.count('class="curate-card"') == 10 and "page 2 of" in html
+    box = {"type": "box", "x": [float(frame.x.min()), float(frame.x.median())],
+           "y": [float(frame.y.min()), float(frame.y.max())]}
+    assert inside(frame, box).sum() == (frame.x <= frame.x.median()).sum()
+    tri = {"type": "lasso", "vertices": [[-1e3, -1e3], [1e3, -1e3], [0, 1e3]]}
+    assert inside(frame, tri).all()
+
+
+@pytest.mark.slow
+def test_explore_ipynb_under_nbclient(ws: Path, tmp_path: Path) -> None:
+    """explore.ipynb top to bottom under nbclient, its parameters cell given the workspace,
+    a box, a phrase and a selection name: the widget, the histograms and the search's card
+    grid render, and the selection
+    holds exactly the map's points inside the box."""
+    from nbclient import NotebookClient
+
+    w = tmp_path / "ws"
+    shutil.copytree(ws, w)
+    frame = load_points(Workspace.open(w), "default")
+    box = [float(frame.x.min()), float(frame.x.quantile(0.5)), float(frame.y.min()),
+           float(frame.y.max())]
+    nb = nbformat.read(NOTEBOOKS / "explore.ipynb", as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    params[0].source += f"\nworkspace = {str(w)!r}\nbrush = {box}\nsave_as = 'nb'\n" \
+        "phrase = 'a red circle'\n"
+    NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    mimes = {m for o in outputs for m in o.get("data", {})}
+    assert "application/vnd.jupyter.widget-view+json" in mimes and "image/png" in mimes
+    grids = [o["data"]["text/html"] for o in outputs if "curate-card" in
+             o.get("data", {}).get("text/html", "")]
+    assert len(grids) == 1 and grids[0].count('class="curate-card"') == 24  # search results
+    x, y = frame.x.to_numpy(), frame.y.to_numpy()
+    want = frame["sample_id"][(x >= box[0]) & (x <= box[1]) & (y >= box[2]) & (y <= box[3])]
+    assert sorted(load_selection(Workspace.open(w), "nb")) == sorted(want) and len(want) > 50
+    assert np.any([f"Saved **{len(want):,}** samples" in o.get("text", "") for o in outputs])

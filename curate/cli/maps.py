@@ -1,4 +1,5 @@
-"""Verbs that draw the pool: ``map`` (coordinates and clusters) and ``render`` (a PNG)."""
+"""Verbs that draw the pool: ``map`` (coordinates and clusters), ``render`` (a PNG) and
+``explore`` (the interactive map in the explore notebook)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ def _render(a: argparse.Namespace) -> None:
     from curate.maps import render_map
     color = None if a.color.lower() == "none" else a.color
     print(render_map(a.workspace, a.map, color=color, out=a.out, size=a.size))
+
+
+def _explore(a: argparse.Namespace) -> int:
+    import subprocess
+
+    from curate.maps.widget_notebook import explore_command, shell_line
+    cmd = explore_command(a.workspace, a.map)
+    if a.print:
+        print(shell_line(cmd))
+        return 0
+    print(f"curate explore: {shell_line(cmd)}", flush=True)
+    return subprocess.run(cmd).returncode
 
 
 MAKE = "curate.maps:make_map"
@@ -50,4 +63,11 @@ VERBS = (
         arg("-o", "--out", help="PNG path (default: maps/NAME-COLOR.png)"),
         arg("--size", type=int, default=Lib(RENDER, "size"), help="image side in pixels"),
     )),
+    Verb("explore", "open the explore notebook (the interactive map) on a workspace under "
+         "marimo", _explore, (
+             WORKSPACE,
+             arg("--map", help="map to open (default: the notebook's first)"),
+             arg("--print", action="store_true",
+                 help="print the command instead of running it"),
+         )),
 )

@@ -33,9 +33,11 @@ def geometry(selection: Any) -> dict | None:
 
 @writes("select")
 def save_brush(workspace: Workspace | str | Path, name: str, ids: list[str], map_name: str,
-               shape: dict | None, overwrite: bool = False) -> SelectReport:
-    """Write the brushed ``ids`` as selection ``name`` (rule ``brush``; parameters: the map
-    and the brush geometry), through the selection store as ``curate select`` writes one."""
+               shape: dict | None, overwrite: bool = False, rule: str | None = None
+               ) -> SelectReport:
+    """Write the brushed ``ids`` as selection ``name`` (rule ``brush``; parameters: the map,
+    the brush geometry and the threshold ``rule`` that refined it, if any), through the
+    selection store as ``curate select`` writes one."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     check_free(ws, name or "", overwrite, hint="overwrite it")
     if not ids:
@@ -44,11 +46,11 @@ def save_brush(workspace: Workspace | str | Path, name: str, ids: list[str], map
     shape = _plain(shape)
     ids = list(dict.fromkeys(ids))
     t0 = time.time()
-    step = {"rule": "brush", "params": {"map": map_name, "geometry": shape}, "in": points,
-            "out": len(ids), "note": f"brushed on map {map_name}"}
+    params = {"map": map_name, "geometry": shape, **({"where": rule} if rule else {})}
+    note = f"brushed on map {map_name}" + (f", then kept where {rule}" if rule else "")
+    step = {"rule": "brush", "params": params, "in": points, "out": len(ids), "note": note}
     report = SelectReport(name, points, len(ids), [step])
-    write_selection(ws, name, ids, {i: f"brush on map {map_name}" for i in ids}, [], report,
-                    None)
+    write_selection(ws, name, ids, {i: note for i in ids}, [], report, None)
     report.seconds = time.time() - t0
     return report
 
