@@ -45,7 +45,7 @@ VERBS: dict[str, tuple[str, str]] = {
               "score(sys.argv[1], 'clip_score', progress=False)\n"
               "score(sys.argv[1], 'text_stats', progress=False)"),
     "select": ("scored", "from curate.select import select\n"
-               "select(sys.argv[1], 'pick', [('dedup', {'by': 'clip_score'}),\n"
+               "select(sys.argv[1], 'pick', [('where', {'expr': 'n_words > 3'}),\n"
                "       ('top', {'column': 'clip_score', 'amount': 0.5})])"),
     "select --force": ("selected", "from curate.select import select\n"
                        "select(sys.argv[1], 'pick', [('top', {'column': 'n_words', "
@@ -56,7 +56,7 @@ VERBS: dict[str, tuple[str, str]] = {
             "         progress=False)"),
     "export": ("selected", "from curate.export import export\n"
                "export(sys.argv[1], 'pick', sys.argv[3], shard_size=40, progress=False)"),
-    "card": ("exported", "from curate.cards import write_card\n"
+    "card": ("selected", "from curate.cards import write_card\n"
              "write_card(sys.argv[1], 'pick')"),
 }
 
@@ -114,7 +114,7 @@ def states(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from curate.synth import make_pool
 
     base = tmp_path_factory.mktemp("faults")
-    pool = make_pool(base / "pool", 160, 3, shard_size=80)
+    pool = make_pool(base / "pool", 100, 3, shard_size=50)
     made: dict[str, Path] = {}
     previous = None
     for name, verb in (("empty", None), ("ingested", "ingest"), ("embedded", "embed"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import glob
 import os
 import queue
 import threading
@@ -261,6 +262,9 @@ def prepare_out(out: Path, fingerprint: dict) -> dict | None:
     very export. Anything else in ``out`` is an error: no export mixes into another."""
     if out.exists() and not out.is_dir():
         raise CurateError(f"{out} is a file; export into a directory")
+    for marker in (EXPORT_DONE, STATE):  # a killed export's half-written records of itself
+        for tmp in out.glob(f".{glob.escape(marker)}.*.tmp") if out.is_dir() else []:
+            tmp.unlink(missing_ok=True)
     for marker, what in ((EXPORT_DONE, "an export"), (STATE, "an unfinished export")):
         if (out / marker).is_file():
             old = read_json(out / marker)
