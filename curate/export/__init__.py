@@ -45,6 +45,7 @@ from curate.export.query import (
     prepare_out,
     query,
     score_columns,
+    settle,
 )
 from curate.export.read import SourceChanged, SourceReader
 from curate.export.writer import Target, Writer, pattern
@@ -167,6 +168,7 @@ def export(workspace: str | Path, selection: str, out: str | Path,
                                   formats={EXTENSIONS.get(f, f): n for f, n in formats.items()})
             state = prepare_out(out, fingerprint)
             if state is None:  # this very export is already there
+                settle(ws, out, selection)  # in case a kill came between its last steps
                 report.shards_skipped = len(read_json(out / EXPORT_DONE)["shards"])
                 return _finished(report, read_json(out / EXPORT_DONE)["shards"], t0)
             report.shards_skipped = len(state["shards"])

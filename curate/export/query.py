@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from curate.catalog import duck_path
 from curate.errors import CurateError
-from curate.files import atomic_path, read_json, write_json
+from curate.files import DamagedFile, atomic_path, read_json, write_json
 from curate.images import is_url
 from curate.workspace import EXPORT_DONE, Workspace
 
@@ -387,8 +387,21 @@ def finish(ws: Workspace, out: Path, info: dict) -> None:
     with atomic_path(out / "B3SUMS") as tmp:
         tmp.write_text("".join(f"{s['blake3']}  {s['name']}\n" for s in shards))
     write_json(info, out / EXPORT_DONE)
+    settle(ws, out, info["selection"])
+
+
+def settle(ws: Workspace, out: Path, selection: str) -> None:
+    """What follows a finished export's mark (export.json), also redone when a run killed
+    after the mark finds the export there: files readable by all, no resume state left, and
+    the workspace's record of where the selection was exported."""
     for p in out.iterdir():  # mkstemp made them owner-only; an export is for sharing
         if p.is_file():
             p.chmod(0o644)
     (out / STATE).unlink(missing_ok=True)
-    write_json({"out": str(out)}, ws.export_record(info["selection"]))
+    record, want = ws.export_record(selection), {"out": str(out)}
+    try:
+        same = record.exists() and read_json(record) == want
+    except DamagedFile:
+        same = False
+    if not same:
+        write_json(want, record)
