@@ -120,8 +120,15 @@ def test_every_named_query_runs_in_sql_notebook(ws: Path, tmp_path: Path) -> Non
             if name == "similar_to_text":
                 page.get_by_label(re.compile("^phrase")).fill(PHRASE)
                 page.get_by_role("button", name="Run", exact=True).click()
+            # the page may show an earlier run of the cell first: wait for the settled result
             shown = page.locator(f"text=/{name}: [0-9,]+ rows|The query failed/").first
-            assert shown.inner_text(timeout=120_000) == f"{name}: {rows:,} rows", name
+            deadline, text = time.time() + 120, ""
+            while time.time() < deadline:
+                text = shown.inner_text(timeout=120_000)
+                if text == f"{name}: {rows:,} rows":
+                    break
+                time.sleep(0.5)
+            assert text == f"{name}: {rows:,} rows", name
         editor = page.locator(".cm-content").first
         editor.click()
         page.keyboard.press("Control+A")
