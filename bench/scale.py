@@ -153,15 +153,7 @@ def fabricate(root: Path, n: int, part_rows: int, dim: int, seed: int = 0) -> Wo
     sl.manifests(ws, len(ok), parts, dim)
     emb = ws / "embeddings" / MODEL / "manifest.json"
     write_json({**json.loads(emb.read_text()), "dtype": "float16"}, emb)
-    x = rng.standard_normal((len(ok), 2)).astype(np.float32)
-    cluster = rng.integers(0, 64, len(ok)).astype(np.int32)
-    write_parquet(pa.table({"sample_id": pa.array(ok, pa.string()), "x": x[:, 0], "y": x[:, 1],
-                            "cluster": cluster,
-                            "cluster_label": pa.array([f"c{c}" for c in cluster])}),
-                  ws / "maps" / "default.parquet")
-    write_json({"name": "default", "points": len(ok), "clusters": 64,
-                "embedding": {"model": MODEL, "kind": "image"},
-                "note": "fabricated by bench/scale.py"}, ws / "maps" / "default.json")
+    sl.fake_map(ws, rng, ok, "bench/scale.py")
     sl.selections(ws, rng, ok, np.concatenate(clip), np.concatenate(junk))
     w = Workspace.open(ws)
     w.refresh()

@@ -139,6 +139,19 @@ def pass_parts(rng: np.random.Generator, ok: pa.Table, dim: int) -> dict[str, pa
     }
 
 
+def fake_map(ws: Path, rng: np.random.Generator, ok: np.ndarray, who: str) -> None:
+    """Map ``default`` of the ``ok`` ids: random points in 64 clusters, with its manifest."""
+    x = rng.standard_normal((len(ok), 2)).astype(np.float32)
+    cluster = rng.integers(0, 64, len(ok)).astype(np.int32)
+    write_parquet(pa.table({"sample_id": pa.array(ok, pa.string()), "x": x[:, 0], "y": x[:, 1],
+                            "cluster": cluster,
+                            "cluster_label": pa.array([f"c{c}" for c in cluster])}),
+                  ws / "maps" / "default.parquet")
+    write_json({"name": "default", "points": len(ok), "clusters": 64,
+                "embedding": {"model": MODEL, "kind": "image"},
+                "note": f"fabricated by {who}"}, ws / "maps" / "default.json")
+
+
 def manifests(ws: Path, n_ok: int, parts: int, dim: int) -> None:
     """The manifest of each pass folder, as the runner writes them (status complete)."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -226,15 +239,7 @@ def fabricate(ws: Path, n: int, parts: int, dim: int, seed: int = 0) -> Workspac
         junk.append(outs["scores/text_stats"]["junk"].to_numpy(zero_copy_only=False))
     ok = np.concatenate(ok_ids)
     manifests(ws, len(ok), parts, dim)
-    x = rng.standard_normal((len(ok), 2)).astype(np.float32)
-    cluster = rng.integers(0, 64, len(ok)).astype(np.int32)
-    write_parquet(pa.table({"sample_id": pa.array(ok, pa.string()), "x": x[:, 0], "y": x[:, 1],
-                            "cluster": cluster,
-                            "cluster_label": pa.array([f"c{c}" for c in cluster])}),
-                  ws / "maps" / "default.parquet")
-    write_json({"name": "default", "points": len(ok), "clusters": 64,
-                "embedding": {"model": MODEL, "kind": "image"},
-                "note": "fabricated by bench/sql_latency.py"}, ws / "maps" / "default.json")
+    fake_map(ws, rng, ok, "bench/sql_latency.py")
     selections(ws, rng, ok, np.concatenate(clip), np.concatenate(junk))
     w = Workspace.open(ws)
     w.refresh()
