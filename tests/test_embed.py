@@ -125,6 +125,22 @@ def test_embed_adds_parts_for_newly_ingested_samples(embedded: Path, tmp_path: P
     assert pq.read_table(ws / EMB / "part-000006.parquet").num_rows == 1
 
 
+def test_a_run_with_nothing_to_compute_keeps_how_the_parts_were_computed(
+        embedded: Path, tmp_path: Path) -> None:
+    """The manifest describes the parts: a rerun that computes nothing (as clip_score's
+    call to embed does) with another batch size and the measured core split leaves the
+    recorded params as the computing run wrote them (CI once saw them change run to run)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(embedded, ws)
+    path = ws / EMB / "manifest.json"
+    before = json.loads(path.read_text())
+    again = embed(ws, "tiny-clip", batch_size=7, workers=None, progress=False)
+    after = json.loads(path.read_text())
+    assert again.parts_written == 0 and after["status"] == "complete"
+    assert after["params"] == before["params"] and after["params"]["batch_size"] != 7
+    assert after["updated_at"] == before["updated_at"]
+
+
 @pytest.mark.slow
 def test_missing_weights_fail_at_once_with_a_hint(tmp_path: Path, ingested: Path) -> None:
     missing = tmp_path / "nowhere" / "open_clip_pytorch_model.bin"

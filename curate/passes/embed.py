@@ -150,7 +150,12 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
     # the driver loads the model for its identity (and builds tiny-clip once, before actors)
     m = models.load(model, device if cluster is None else "cpu")
     threads = None
-    if workers is None and device == "cpu":  # split the cores by measured cost
+    folder = ws.embeddings_dir(model)
+    idle = not redo_failed and (folder / "manifest.json").exists() and all(
+        (folder / p.name).exists() for p in ws.sample_parts())
+    if workers is None and device == "cpu" and idle:  # nothing to compute: the runner
+        workers, threads = 0, cores  # keeps the manifest of the run that computed the parts
+    elif workers is None and device == "cpu":  # split the cores by measured cost
         workers, threads = cpu_plan(ws, m, cores)
     elif workers is None:
         workers = cores

@@ -162,7 +162,11 @@ def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = Fals
     report = PassReport(job.kind, job.key, out_dir, parts_skipped=len(parts) - len(pending))
     if redo_failed:
         report.extra["parts_redone"] = sum((out_dir / p.name).exists() for p in pending)
-    base = dict(job.manifest, kind=job.kind, key=job.key, curate_version=__version__,
+    # the manifest describes how the parts were computed: a run with nothing to compute
+    # keeps what the run that computed them recorded (its params, device, precision)
+    what = ({k: prev.get(k, v) for k, v in job.manifest.items()}
+            if not pending and prev else job.manifest)
+    base = dict(what, kind=job.kind, key=job.key, curate_version=__version__,
                 created_at=prev.get("created_at", _now()), input_parts=len(parts))
     if job.weights is not None:
         base[WEIGHTS] = dict(job.weights)
