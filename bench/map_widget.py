@@ -19,6 +19,8 @@ pool (so hover cards have thumbnails). Operations, each the median of ``--repeat
 * search: ``by_phrase`` (tiny-clip's text embedding, exact cosine over every image vector;
   the first call reads the vectors) and ``more_like``, against ``curate sql similar_to_text
   --text`` (the SQL path, the only search before); highlighting the 100 results.
+* the same searches through the model's vector index (``curate.ann``, built here as
+  ``curate index`` builds it): first use opens the index and reads the parts' id columns.
 * save: ``save_brush`` of the brushed ids (the same call on both paths).
 * hover card: ``w.card(i)`` (thumbnail, caption, scores from the workspace).
 
@@ -199,6 +201,19 @@ def measure(ws: Workspace, repeats: int) -> list[tuple[str, float, float | None]
                                              model="tiny-clip"), repeats)))
     rows.append(("more like this (k=100)", median_time(
         lambda: more_like(ws, holder["ids"][0], 100), repeats), None))
+    from curate import ann  # the same searches once `curate index` has built the index
+    ann.build(ws.root, "tiny-clip", progress=False)
+    ann._load.cache_clear()
+    ann._ids_of.cache_clear()
+    rows.append(("search by phrase through the index, first (opens it)", median_time(
+        lambda: by_phrase(ws, "default", PHRASE, 100), 1), None))
+    rows.append(("search by phrase through the index (k=100)", median_time(
+        lambda: by_phrase(ws, "default", PHRASE, 100), repeats), None))
+    rows.append(("more like this through the index, first (reads the ids)", median_time(
+        lambda: more_like(ws, holder["ids"][1], 100), 1), None))
+    rows.append(("more like this through the index (k=100)", median_time(
+        lambda: more_like(ws, holder["ids"][0], 100), repeats), None))
+    assert by_phrase(ws, "default", PHRASE, 100).attrs["via"] == "index"
     rows.append(("highlight 100 results", median_time(
         lambda: w.highlight(holder["hits"]["sample_id"].tolist()), repeats), None))
     rows.append(("hover card (thumbnail, caption, scores)",

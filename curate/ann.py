@@ -204,6 +204,22 @@ def _stored(ws: Workspace, model: str, column: str, keys: np.ndarray) -> pa.Arra
     return pa.array(out, pa.list_(pa.float32(), dim))
 
 
+def stored_vector(ws: Workspace, model: str, sample_id: str, modality: str = "image"
+                  ) -> np.ndarray | None:
+    """Sample ``sample_id``'s stored ``modality`` vector (float32, as stored), or None when no
+    part holds one (an unknown id, or an image that failed to decode): its part is found
+    through the parts' id columns (cached per part while it is unchanged), then one row read."""
+    import pyarrow.compute as pc
+
+    column = _column(modality)
+    for p in _parts(ws, model):
+        row = pc.index(_ids_of(str(p), tuple(_stamp(p))), sample_id).as_py()
+        if row >= 0:
+            x = vectors(pq.read_table(p, columns=[column])[column].slice(row, 1))[0]
+            return None if np.isnan(x).any() else x
+    return None
+
+
 def _exact(ws: Workspace, model: str, column: str, q: np.ndarray, k: int
            ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` (similarities, index-style ids), one part at a time."""

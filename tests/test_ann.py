@@ -116,6 +116,33 @@ def test_similar_to_text_through_the_index(ws: Path) -> None:
                                                            abs=1e-5)
 
 
+def test_map_search_and_more_like_this_through_the_index(ws: Path) -> None:
+    """The notebook's search goes through the index once one covers the parts (on this small
+    pool every list is probed, so it returns what the exact scan returns); a part written
+    since makes the index stale and the search exact again."""
+    from curate.maps.search import by_phrase, more_like
+
+    ids, _ = stored(ws, "image_emb")
+    exact = by_phrase(ws, MODEL, "a red circle", 12)
+    like = more_like(ws, ids[7], 9)
+    assert exact.attrs["via"] == like.attrs["via"] == "exact"
+    ann.build(ws, MODEL, progress=False)
+    got, got_like = by_phrase(ws, MODEL, "a red circle", 12), more_like(ws, ids[7], 9)
+    assert got.attrs["via"] == got_like.attrs["via"] == "index"
+    for a, b in ((got, exact), (got_like, like)):
+        assert a["sample_id"].tolist() == b["sample_id"].tolist()
+        np.testing.assert_allclose(a["score"], b["score"], atol=1e-5)
+        assert a["rank"].tolist() == list(range(1, len(b) + 1))
+    assert ids[7] not in set(got_like["sample_id"])
+    with pytest.raises(CurateError, match="no image embedding"):
+        more_like(ws, "not-a-sample", 5)
+    with pytest.raises(CurateError, match="positive"):
+        by_phrase(ws, MODEL, "red", 0)
+    part = sorted((ws / "embeddings" / MODEL).glob("part-*.parquet"))[0]
+    os.utime(part)  # the index no longer covers the parts as they are
+    assert by_phrase(ws, MODEL, "a red circle", 12).attrs["via"] == "exact"
+
+
 def test_semantic_pairs_from_the_index_equal_all_pairs(ws: Path) -> None:
     ids, img = stored(ws, "image_emb")
     ann.build(ws, MODEL, progress=False)

@@ -1,9 +1,12 @@
 """Search on a map: the samples whose image embeddings are nearest (cosine) to a phrase's
 text embedding, or to a sample's own image embedding ("more like this").
 
-Exact search: one matrix-vector product over the unit image vectors, which ``load_vectors``
-reads once per embeddings folder and keeps while its parts are unchanged (a million 512-d
-float32 vectors is 2 GB read in seconds; the product then takes tens of milliseconds). The
+Through the model's vector index (``curate index``, ``curate.ann``) when it covers the parts
+as they are: no vectors are read but the one a "more like this" starts from. Otherwise exact:
+one matrix-vector product over the unit image vectors, which ``load_vectors`` reads once per
+embeddings folder and keeps while its parts are unchanged (a million 512-d float32 vectors is
+2 GB read in seconds; the product then takes tens of milliseconds). A result's
+``attrs["via"]`` says which ("index" or "exact"). The
 phrase is embedded as ``curate sql ... --text`` embeds it: the workspace's model loaded by
 ``curate.models.load`` and its ``encode_text`` on the raw phrase, no prompt added.
 """
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from curate import ann
 from curate.errors import CurateError
 from curate.files import read_json
 from curate.maps.io import list_maps, load_vectors, read_manifest, resolve_model
@@ -79,18 +83,37 @@ def phrase_vector(ws: Workspace, key: str, phrase: str) -> np.ndarray:
     return v / (np.linalg.norm(v) or 1.0)
 
 
-def _top(ids: list[str], x: np.ndarray, q: np.ndarray, k: int,
-         skip: int | None = None) -> pd.DataFrame:
+def _frame(ids: list[str], sims: np.ndarray, via: str) -> pd.DataFrame:
+    out = pd.DataFrame({"sample_id": ids, "score": np.asarray(sims, float),
+                        "rank": np.arange(1, len(ids) + 1)})
+    out.attrs["via"] = via
+    return out
+
+
+def _check_k(k: int) -> None:
     if k <= 0:
         raise CurateError(f"k must be a positive number of results (got {k})")
+
+
+def _top(ids: list[str], x: np.ndarray, q: np.ndarray, k: int,
+         skip: int | None = None) -> pd.DataFrame:
+    _check_k(k)
     sims = x @ q.astype(np.float32)
     if skip is not None:
         sims[skip] = -np.inf
     k = min(k, len(ids) - (skip is not None))
     top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
     top = top[np.lexsort((top, -sims[top]))]  # best first; ties by row
-    return pd.DataFrame({"sample_id": [ids[i] for i in top], "score": sims[top].astype(float),
-                         "rank": np.arange(1, len(top) + 1)})
+    return _frame([ids[i] for i in top], sims[top], "exact")
+
+
+def _indexed(ws: Workspace, key: str, q: np.ndarray, k: int,
+             skip: str | None = None) -> pd.DataFrame:
+    """The index's ``k`` nearest to ``q`` (``skip`` left out), best first; ties by id."""
+    t = ann.search(ws, key, q[None, :], k + (skip is not None)).to_pandas()
+    t = t[t["sample_id"] != skip] if skip is not None else t
+    t = t.sort_values(["similarity", "sample_id"], ascending=[False, True], kind="stable")
+    return _frame(t["sample_id"].tolist()[:k], t["similarity"].to_numpy()[:k], "index")
 
 
 def by_phrase(ws: Workspace | str | Path, map_or_model: str | None, phrase: str,
@@ -100,8 +123,12 @@ def by_phrase(ws: Workspace | str | Path, map_or_model: str | None, phrase: str,
     (its embeddings) or a model (None: the only one embedded)."""
     ws = _open(ws)
     key = model_of(ws, map_or_model)
+    _check_k(k)
+    q = phrase_vector(ws, key, phrase)
+    if ann.current(ws, key, "image"):
+        return _indexed(ws, key, q, k)
     ids, x, _ = image_vectors(ws, key)
-    return _top(ids, x, phrase_vector(ws, key, phrase), k)
+    return _top(ids, x, q, k)
 
 
 def more_like(ws: Workspace | str | Path, sample_id: str, k: int = 100,
@@ -110,9 +137,16 @@ def more_like(ws: Workspace | str | Path, sample_id: str, k: int = 100,
     itself left out; columns as ``by_phrase``."""
     ws = _open(ws)
     key = model_of(ws, map_or_model)
+    _check_k(k)
+    missing = CurateError(f"sample {sample_id!r} has no image embedding in embeddings/{key} "
+                          "(unknown id, or its image failed to decode)")
+    if ann.current(ws, key, "image"):
+        v = ann.stored_vector(ws, key, sample_id)
+        if v is None:
+            raise missing
+        return _indexed(ws, key, v / (np.linalg.norm(v) or 1.0), k, skip=sample_id)
     ids, x, index = image_vectors(ws, key)
     row = index.get_indexer([sample_id])[0]
     if row < 0:
-        raise CurateError(f"sample {sample_id!r} has no image embedding in embeddings/{key} "
-                          "(unknown id, or its image failed to decode)")
+        raise missing
     return _top(ids, x, x[row], k, skip=int(row))
