@@ -396,23 +396,39 @@ class Workspace:
                     found.append((d, read_json(d / "manifest.json")))
         return found
 
-    def _pairs_sql(self, views: dict[str, str],
+    def _pairs_sql(self, views: dict[str, str] | set[str],
                    con: duckdb.DuckDBPyConnection | None = None) -> str:
-        """Samples joined with every score pass's columns. A pass run with non-default
-        parameters (key ``name--k=v``) gets its columns suffixed ``__k_v``; a name another
-        pass already took gets ``__<pass key>``."""
-        cols, joins = [], []
+        """Samples joined with every score pass's columns (``_score_columns``)."""
+        plan = self._score_columns(views, con)
+        cols = "".join(f', t{i}."{c}" AS "{name}"' for name, (i, _, c) in plan.items())
+        joins = "".join(dict.fromkeys(f' LEFT JOIN "{v}" AS t{i} USING (sample_id)'
+                                      for i, v, _ in plan.values()))
+        return "SELECT s.*" + cols + " FROM samples AS s" + joins
+
+    def _score_columns(self, views: dict[str, str] | set[str],
+                       con: duckdb.DuckDBPyConnection | None = None
+                       ) -> dict[str, tuple[int, str, str]]:
+        """``{pairs column: (join number, scores view, its column there)}`` for the score
+        folders with a view in ``views``. A pass run with non-default parameters (key
+        ``name--k=v``) gets its columns suffixed ``__k_v``; a name another pass already took
+        gets ``__<pass key>``."""
         taken = ({r[0] for r in con.execute("DESCRIBE samples").fetchall()} if con is not None
                  else set(pq.read_schema(self.sample_parts()[0]).names))  # every part's
+        plan = {}
         for i, (d, m) in enumerate((d, m) for d, m in self._viewable("scores")
                                    if view_name("scores", d.name) in views):
             suffix = "__" + _ident(d.name.split("--", 1)[1]) if "--" in d.name else ""
             for c in m["columns"]:
                 name = c + suffix if c + suffix not in taken else f"{c}__{_ident(d.name)}"
                 taken.add(name)
-                cols.append(f', t{i}."{c}" AS "{name}"')
-            joins.append(f' LEFT JOIN "{view_name("scores", d.name)}" AS t{i} USING (sample_id)')
-        return "SELECT s.*" + "".join(cols) + " FROM samples AS s" + "".join(joins)
+                plan[name] = (i, view_name("scores", d.name), c)
+        return plan
+
+    def pair_sources(self, con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
+        """``{pairs column: (scores view, its column there)}`` for the score passes' columns
+        of ``con``'s ``pairs`` view: a reader of one column joins one view, not all."""
+        return {name: (v, c) for name, (_, v, c)
+                in self._score_columns(view_names(con), con).items()}
 
     def manifest(self, kind: str, key: str) -> dict | None:
         path = self.pass_dir(kind, key) / "manifest.json"

@@ -120,6 +120,23 @@ def test_numeric_colour_is_binned_on_the_ramp(ws: Path) -> None:
     assert c.codes.tolist() == [1, 0, data.RAMP_STEPS] and c.legend["missing"] == 1
 
 
+def test_every_colour_column_is_the_pairs_column(ws: Path) -> None:
+    """A score's column is read from its own view (not through every join of ``pairs``), a
+    sample's own column through ``pairs``: each equals ``pairs``, point for point."""
+    w = MapWidget(ws)
+    cols = [c for c in w.color_choices() if c != "cluster"]
+    assert {"clip_score", "n_words"} <= set(cols) and w._sources["clip_score"] == (
+        "scores_clip_score", "clip_score")
+    m = map_rows(ws, "default", "".join(f', p."{c}"' for c in cols))
+    for c in cols:
+        got, want = w.column(c), m[c]
+        assert len(got) == len(want), c
+        if want.dtype.kind in "iufb":
+            np.testing.assert_array_equal(got.to_numpy(float), want.to_numpy(float), c)
+        else:
+            assert got.tolist() == want.tolist(), c
+
+
 def test_categorical_colour_many_values(ws: Path) -> None:
     frame = pd.DataFrame({"c": [f"v{i % 300}" for i in range(3000)] + [None] * 5})
     c = data.colouring(frame, "c")
