@@ -169,7 +169,8 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
     if cluster is not None:
         manifest["engine"] = cluster.describe(address)
         process = ray_engine.process(
-            partial(_part_worker, model, device, batch_size, workers, dtype), cluster)
+            partial(_part_worker, model, device, batch_size, workers, dtype), cluster,
+            ws.pass_dir("embeddings", model_key(model)), model_weights(m.identity))
     else:
         if threads is not None:
             torch.set_num_threads(threads)

@@ -1,15 +1,18 @@
-"""``--engine ray``: a pass's parts computed by a Ray Data actor pool, written by the one runner.
+"""``--engine ray``: a pass's parts computed and written by a Ray Data actor pool.
 
 The unit of work is a samples part, the unit the local runner resumes by. Ray Data maps the
 pending parts over an actor pool (``map_batches`` with a callable class, one part per call):
-each actor builds its worker once (loads the model, or receives the pass's prepared state) and
+each actor builds its worker once (loads the model, or receives the pass's prepared state),
 turns a part's path into the pass's output table with the same function the local engine
-runs. The table comes back to the driver through the object store as Arrow IPC bytes and the
-driver's runner writes it atomically under the same name, so parts, manifests, resume (finished
-parts are never sent) and everything downstream are unchanged.
+runs, and writes it into the pass's folder itself, as the runner would (a temporary name,
+renamed when whole, the weights in its metadata). The driver receives only each part's name,
+row count, node and error, so it never carries the parts (a 10M-sample embedding pass is
+tens of GB); the runner then writes the manifest. Resume (finished parts are never sent),
+atomicity and everything downstream are those of the local engine.
 
-Every node reads the workspace and the source shards by the paths in ``samples/``: on a
-cluster they must be on storage every node mounts at the same path (NFS, a shared disk).
+Every node reads the workspace and the source shards by the paths in ``samples/`` and writes
+the pass's folder: on a cluster they must be on storage every node mounts at the same path
+(NFS, a shared disk).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from curate.errors import CurateError
+from curate.files import write_parquet
+from curate.passes.runner import Written, stamped
 
 # builds, once per actor, the function that turns one samples part into the pass's table
 Factory = Callable[[], Callable[[Path], pa.Table]]
@@ -103,10 +108,14 @@ def _child_env() -> dict[str, str]:
 
 
 class _Actor:
-    """One actor of the pool: builds its worker once, then computes one part per call. Its
-    own errors come back as data (Ray would keep only their traceback text)."""
+    """One actor of the pool: builds its worker once, then computes and writes one part per
+    call. Its own errors come back as data (Ray would keep only their traceback text)."""
 
-    def __init__(self, factory: Factory) -> None:
+    def __init__(self, factory: Factory, out_dir: str,
+                 weights: dict[str, str] | None) -> None:
+        import ray
+        self.out_dir, self.weights = Path(out_dir), weights
+        self.node = ray.get_runtime_context().get_node_id()
         try:
             self.fn, self.error = factory(), ""
         except Exception as e:
@@ -114,20 +123,18 @@ class _Actor:
 
     def __call__(self, batch: dict) -> dict:
         parts = [str(p) for p in batch["part"]]
-        out: dict[str, list] = {"part": parts, "rows": [], "table": [], "error": []}
+        out: dict[str, list] = {"part": parts, "rows": [], "node": [], "error": []}
         for part in parts:
-            blob, rows, error = b"", 0, self.error
+            rows, error = 0, self.error
             if not error:
                 try:
                     table = self.fn(Path(part))
-                    sink = pa.BufferOutputStream()
-                    with pa.ipc.new_stream(sink, table.schema) as writer:
-                        writer.write_table(table)
-                    blob, rows = sink.getvalue().to_pybytes(), table.num_rows
+                    write_parquet(stamped(table, self.weights), self.out_dir / Path(part).name)
+                    rows = table.num_rows
                 except Exception as e:
                     error = _line(e)
             out["rows"].append(rows)
-            out["table"].append(blob)
+            out["node"].append(self.node)
             out["error"].append(error)
         return out
 
@@ -137,12 +144,14 @@ def _line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def process(factory: Factory, cluster: Cluster
-            ) -> Callable[[list[Path], Callable[[int], None]], Iterator[tuple[Path, pa.Table]]]:
-    """A runner ``process`` that computes the pending parts on ``cluster``'s actor pool."""
+def process(factory: Factory, cluster: Cluster, out_dir: Path,
+            weights: dict[str, str] | None
+            ) -> Callable[[list[Path], Callable[[int], None]], Iterator[tuple[Path, Written]]]:
+    """A runner ``process`` whose pending parts ``cluster``'s actor pool computes and writes
+    into ``out_dir`` (the pass's folder), stamped with ``weights``."""
 
     def run(pending: list[Path], advance: Callable[[int], None]
-            ) -> Iterator[tuple[Path, pa.Table]]:
+            ) -> Iterator[tuple[Path, Written]]:
         if not pending:
             return
         import ray
@@ -151,7 +160,8 @@ def process(factory: Factory, cluster: Cluster
         ds = ray.data.from_items([{"part": str(p)} for p in pending],
                                  override_num_blocks=len(pending))
         pool = ray.data.ActorPoolStrategy(size=min(cluster.actors, len(pending)))
-        out = ds.map_batches(_Actor, fn_constructor_args=(factory,), batch_size=1,
+        out = ds.map_batches(_Actor, fn_constructor_args=(factory, str(out_dir), weights),
+                             batch_size=1,
                              compute=pool, num_cpus=cluster.cpus_per_actor,
                              num_gpus=1 if cluster.gpus else 0)
         rows = iter(out.iter_rows())
@@ -166,7 +176,7 @@ def process(factory: Factory, cluster: Cluster
 
 
 def _collect(rows: Iterator[dict], by_name: dict[str, Path], advance: Callable[[int], None]
-             ) -> Iterator[tuple[Path, pa.Table]]:
+             ) -> Iterator[tuple[Path, Written]]:
     """Yield every part that succeeded, then raise for the first that failed. Reading the
     stream to its end keeps the other actors' work and lets Ray Data's iterator thread finish:
     one still running at ``ray.shutdown()`` touches the dead core worker, which exits 1."""
@@ -183,9 +193,8 @@ def _collect(rows: Iterator[dict], by_name: dict[str, Path], advance: Callable[[
         if row["error"]:
             failed.append(f"{Path(row['part']).name} failed on a Ray actor: {row['error']}")
             continue
-        table = pa.ipc.open_stream(pa.py_buffer(row["table"])).read_all()
         advance(int(row["rows"]))
-        yield by_name[row["part"]], table
+        yield by_name[row["part"]], Written(int(row["rows"]), str(row["node"]))
     if failed:
         more = f" (and {len(failed) - 1} more parts)" if len(failed) > 1 else ""
         raise CurateError(f"{failed[0]}{more}; finished parts are kept, rerun to resume")

@@ -33,7 +33,9 @@ from curate.files import DamagedFile, read_json, write_json, write_parquet
 from curate.workspace import Workspace
 
 # yields (input part, output table) in input order; calls the callback with rows done
-Process = Callable[[list[Path], Callable[[int], None]], Iterator[tuple[Path, pa.Table]]]
+# yields each part's table, or ``Written`` for a part its worker wrote itself (Ray actors)
+Process = Callable[[list[Path], Callable[[int], None]],
+                   Iterator[tuple[Path, "pa.Table | Written"]]]
 WEIGHTS = "weights_sha256"  # the manifest field: {name: sha256} of the weights files used
 PART_WEIGHTS = b"curate.weights_sha256"  # the same, in each part's Parquet metadata
 
@@ -96,6 +98,15 @@ def recorded_weights(manifest: dict) -> dict[str, str]:
         return dict(manifest[WEIGHTS])
     old = (manifest.get("model") or {}).get("weights_sha256")
     return {"model": old} if isinstance(old, str) else {}
+
+
+@dataclass(frozen=True)
+class Written:
+    """What ``process`` yields for a part a worker wrote into the pass's folder itself
+    (atomically, stamped with the weights, as the runner writes): its rows and where."""
+
+    rows: int
+    node: str = ""  # the machine (a Ray node's id) that wrote it
 
 
 def stamped(table: pa.Table, weights: dict[str, str] | None) -> pa.Table:
@@ -181,9 +192,15 @@ def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = Fals
         done += n
         bar.update(n)
 
+    nodes: set[str] = set()
     for part, table in job.process(pending, advance):
-        write_parquet(stamped(table, job.weights), out_dir / part.name)
+        if isinstance(table, Written):  # a worker wrote it; the driver only counts it
+            nodes.add(table.node)
+        else:
+            write_parquet(stamped(table, job.weights), out_dir / part.name)
         report.parts_written += 1
+    if nodes:
+        report.extra["writer_nodes"] = sorted(nodes)
     bar.close()
     report.seconds = time.time() - start
     report.extra["rows_this_run"] = done

@@ -116,7 +116,8 @@ def score(workspace: str | Path, name: str, params: dict[str, Any] | None = None
                 **{k: v for k, v in info.items() if k != WEIGHTS}}
     if cluster is not None:
         manifest["engine"] = cluster.describe(address)
-        process = ray_engine.process(partial(_part_worker, ws, p.name, prm, state), cluster)
+        process = ray_engine.process(partial(_part_worker, ws, p.name, prm, state), cluster,
+                                     ws.pass_dir("scores", passes.key(p, prm)), weights)
     else:
         def process(pending: list[Path], advance: Any) -> Any:
             for part in pending:
