@@ -253,3 +253,56 @@ def test_explore_ipynb_under_nbclient(ws: Path, tmp_path: Path) -> None:
     want = frame["sample_id"][(x >= box[0]) & (x <= box[1]) & (y >= box[2]) & (y <= box[3])]
     assert sorted(load_selection(Workspace.open(w), "nb")) == sorted(want) and len(want) > 50
     assert np.any([f"Saved **{len(want):,}** samples" in o.get("text", "") for o in outputs])
+
+
+def _run_ipynb(name: str, **params: object) -> list[dict]:
+    """Notebook ``name`` top to bottom under nbclient with ``params`` appended to its
+    parameters cell (as papermill injects them); every code cell's outputs."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1
+    cells[0].source += "\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
+    NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def _shown(outputs: list[dict]) -> str:
+    return "\n".join(o.get("text", "") + o.get("data", {}).get("text/html", "")
+                     + o.get("data", {}).get("text/plain", "") for o in outputs)
+
+
+@pytest.mark.slow
+def test_sql_ipynb_under_nbclient(ws: Path, tmp_path: Path) -> None:
+    """sql.ipynb top to bottom under nbclient: a named query with a phrase and its form's
+    defaults returns what ``curate sql`` returns (with thumbnails), the SQL box runs a
+    reading statement; a second run shows a writing statement refused in one line and no
+    error output in either."""
+    from curate.sql.notebook import form
+
+    w = tmp_path / "ws"
+    shutil.copytree(ws, w)
+    want = run_sql(w, "similar_to_text", text="a red circle")
+    outputs = _run_ipynb("sql.ipynb", workspace=str(w), query="similar_to_text",
+                         phrase="a red circle", sql="SELECT count(*) AS n FROM samples")
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    text = _shown(outputs)
+    assert f"similar_to_text: {want.num_rows:,} rows" in text and want.num_rows > 0
+    assert text.count("data:image/jpeg;base64,") == min(want.num_rows, 50)
+    n = pl.read_parquet(w / "samples" / "*.parquet").height
+    assert "your SQL: 1 rows" in text and f"<td>{n}</td>" in text
+    assert "application/vnd.jupyter.widget-view+json" in {
+        m for o in outputs for m in o.get("data", {})}
+
+    con = duckdb.connect()
+    Workspace.open(w).build_views(con)
+    defaults = {f.name: f.default for f in form(Workspace.open(w), con, "worst_aligned").fields}
+    want = run_sql(w, "worst_aligned", {k: v for k, v in defaults.items() if v})
+    target = tmp_path / "written.csv"
+    outputs = _run_ipynb("sql.ipynb", workspace=str(w), query="worst_aligned",
+                         sql=f"COPY (SELECT * FROM samples) TO '{target}'")
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    text = _shown(outputs)
+    assert f"worst_aligned: {want.num_rows:,} rows" in text
+    assert "The SQL failed." in text and not target.exists()

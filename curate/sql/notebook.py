@@ -6,9 +6,12 @@ the CLI bind, check and sandbox it the same way."""
 
 from __future__ import annotations
 
+import base64
+import html
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
 
 from curate.maps.frames import score_columns
 from curate.sql import parameters, resolve
@@ -67,3 +70,33 @@ def form(ws: Workspace, con: duckdb.DuckDBPyConnection, name: str,
         fields.append(Field(p, default or (opts[0] if opts else ""),
                             tuple(opts) if opts is not None else None))
     return Form(tuple(fields), "text_emb" in parameters(sql))
+
+
+def result_html(ws: Workspace, table: pa.Table, title: str, limit: int = 50) -> str:
+    """A query's result as an HTML table for Jupyter (``title``, then its first ``limit``
+    rows); with a ``sample_id`` column each row gets the sample's thumbnail. Vectors and
+    blobs are left out, every value is escaped."""
+    from curate.maps.brush import thumbnails
+
+    n = table.num_rows
+    keep = [f.name for f in table.schema if not (pa.types.is_binary(f.type)
+            or pa.types.is_large_binary(f.type) or pa.types.is_list(f.type)
+            or pa.types.is_fixed_size_list(f.type) or pa.types.is_large_list(f.type))]
+    rows = table.slice(0, limit).select(keep).to_pylist()
+    ids = [r["sample_id"] for r in rows] if "sample_id" in keep else []
+    thumbs = thumbnails(ws, [i for i in ids if i is not None], size=64) if ids else {}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in (["thumbnail"] if ids else []) + keep)
+    body = []
+    for r in rows:
+        cells = []
+        if ids:
+            t = thumbs.get(r["sample_id"])
+            cells.append("<td>" + (f'<img src="data:image/jpeg;base64,'
+                                   f'{base64.b64encode(t).decode()}" width="64">' if t else "")
+                         + "</td>")
+        cells += [f"<td>{html.escape(str(r[c]))}</td>" for c in keep]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    shown = f" (first {limit:,} shown)" if n > limit else ""
+    return (f'<p class="curate-result"><b>{html.escape(title)}: {n:,} rows</b>{shown}</p>'
+            f'<table class="curate-table"><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(body) + "</tbody></table>")
