@@ -306,3 +306,31 @@ def test_sql_ipynb_under_nbclient(ws: Path, tmp_path: Path) -> None:
     text = _shown(outputs)
     assert f"worst_aligned: {want.num_rows:,} rows" in text
     assert "The SQL failed." in text and not target.exists()
+
+
+@pytest.mark.slow
+def test_loop_ipynb_runs_every_step_under_nbclient(embedded: Path, pool: Path,
+                                                   tmp_path: Path) -> None:
+    """loop.ipynb with ``run_all``: every step's summary in the page, no error output, and
+    what the steps wrote is what the library's functions write (the map's points, the
+    selection, the evaluation, the export's sizes)."""
+    w = tmp_path / "ws"
+    shutil.copytree(embedded, w)
+    out = tmp_path / "export"
+    outputs = _run_ipynb("loop.ipynb", workspace=str(w), sources=[str(pool)],
+                         passes=["text_stats"], rules="top n_words 0.5", steps=3,
+                         heldout_n=64, export_to=str(out), run_all=True)
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    text = _shown(outputs)
+    assert "failed." not in text
+    wsp = Workspace.open(w)
+    assert read_json(wsp.map_files("default").json)["points"] == 559
+    assert "map default: 559 points" in text and "image/png" in {
+        m for o in outputs for m in o.get("data", {})}
+    kept = load_selection(wsp, "notebook")
+    assert f"selection notebook: {len(kept)} of" in text and len(kept) > 0
+    assert "notebook" in text and list((w / "evaluations").glob("*"))
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert sum(sizes.values()) == len(kept)
+    # the workspace panel, as `curate info` prints it, after the last step
+    assert f"notebook: {len(kept)} of 559 (top)" in text and "scores/text_stats: 559 rows" in text
