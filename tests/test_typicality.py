@@ -110,10 +110,12 @@ def test_image_typicality_flags_odd_images(scored: Path, pool: Path) -> None:
 def test_rerun_reuses_the_fit_and_writes_no_part(scored: Path) -> None:
     files = sorted((scored / OUT).glob("part-*.parquet")) + [scored / OUT / "whitening.npz"]
     before = {p: p.stat().st_mtime_ns for p in files}
+    fitted = json.loads((scored / OUT / "manifest.json").read_text())["whitening"]
     report = score(scored, "typicality", progress=False)
     assert report.parts_written == 0 and report.parts_skipped == len(files) - 1
     assert {p: p.stat().st_mtime_ns for p in files} == before
-    assert json.loads((scored / OUT / "manifest.json").read_text())["whitening"]["reused"]
+    # a run that computes nothing leaves the record of the run that computed the parts
+    assert json.loads((scored / OUT / "manifest.json").read_text())["whitening"] == fitted
 
     # a lost part is rescored with the stored matrices, to the same values
     part = sorted((scored / OUT).glob("part-*.parquet"))[0]
@@ -121,6 +123,7 @@ def test_rerun_reuses_the_fit_and_writes_no_part(scored: Path) -> None:
     part.unlink()
     assert score(scored, "typicality", progress=False).parts_written == 1
     assert pl.read_parquet(part).equals(old)
+    assert json.loads((scored / OUT / "manifest.json").read_text())["whitening"]["reused"]
     assert (scored / OUT / "whitening.npz").stat().st_mtime_ns == before[files[-1]]
 
 
