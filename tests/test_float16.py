@@ -83,3 +83,33 @@ def test_a_folder_keeps_one_dtype(pair: tuple[Path, Path]) -> None:
         embed(f16, "tiny-clip", progress=False, dtype="float32")
     with pytest.raises(CurateError, match="--dtype 'float8'"):
         embed(f32, "tiny-clip", progress=False, dtype="float8")
+
+
+def test_sql_reads_float16_embeddings_as_float32(pair: tuple[Path, Path]) -> None:
+    """The SQL sandbox (``curate sql``, ``curate.connect``, the notebooks) reads a float16
+    workspace: every named query runs, and the embeddings view gives the stored float16
+    values as float32 (CI's 10M bench found every query failing on DuckDB's Arrow scan)."""
+    import curate
+    from curate.sql import named_queries, parameters, resolve, run_sql
+
+    f32, f16 = pair
+    w = Workspace.open(f16)
+    ran = 0
+    for name in named_queries(w):
+        if {"selection", "map"} & set(parameters(resolve(w, name)[1])):
+            continue  # these need a selection or a map; the workspace has none
+        text = "a red circle" if name == "similar_to_text" else None
+        got, want = run_sql(f16, name, text=text), run_sql(f32, name, text=text)
+        assert got.num_rows == want.num_rows, name
+        ran += 1
+    assert ran >= 4
+    con = curate.connect(f16)
+    got = con.execute("SELECT sample_id, image_emb FROM embeddings_tiny_clip WHERE "
+                      "status = 'ok' ORDER BY sample_id").fetchall()
+    con.close()
+    stored = pq.ParquetDataset(sorted(w.pass_dir("embeddings", "tiny-clip").glob(
+        "part-*.parquet"))).read(columns=["sample_id", "status", "image_emb"]).to_pylist()
+    stored = sorted((r["sample_id"], r["image_emb"]) for r in stored if r["status"] == "ok")
+    assert [g[0] for g in got] == [s[0] for s in stored]
+    np.testing.assert_array_equal(np.array([g[1] for g in got], np.float32),
+                                  np.array([s[1] for s in stored], np.float16).astype(np.float32))

@@ -140,7 +140,11 @@ class _Datasets:
         """The registered name of a dataset of ``files`` (columns matched by name: parts of
         different sources carry different metadata columns)."""
         schema = (pa.unify_schemas([pq.read_schema(f) for f in files],
-                                   promote_options="permissive") if by_name and files else None)
+                                   promote_options="permissive") if by_name and files else
+                  pq.read_schema(files[0]) if files else None)
+        if schema is not None:  # DuckDB reads no float16 through Arrow: read it as float32
+            schema = pa.schema([f.with_type(_widened(f.type)) for f in schema],
+                               metadata=schema.metadata)
         name = f"_parquet_{self.count}"
         self.count += 1
         self.con.register(name, ds.dataset([str(f) for f in files], schema=schema,
@@ -150,6 +154,18 @@ class _Datasets:
     def scan(self, folder: Path, by_name: bool = False) -> str:
         """``Workspace.build_views``'s ``scan``: the parts of ``folder`` as they are now."""
         return f'"{self.register(sorted(folder.glob("part-*.parquet")), by_name)}"'
+
+
+def _widened(t: pa.DataType) -> pa.DataType:
+    """``t`` with float16 (``embed --dtype float16``'s vectors) as float32, which the dataset
+    casts each part's values to as it reads them."""
+    if pa.types.is_float16(t):
+        return pa.float32()
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(_widened(t.value_type), t.list_size)
+    if pa.types.is_list(t):
+        return pa.list_(_widened(t.value_type))
+    return t
 
 
 def _literal(text: str) -> str:
