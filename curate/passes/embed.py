@@ -31,7 +31,7 @@ from curate.images import decode_error, decode_rgb, read_bytes
 from curate.lock import writes
 from curate.passes import ray as ray_engine
 from curate.passes import reuse, threads
-from curate.passes.runner import Job, PassReport, input_rows, ok_count, run
+from curate.passes.runner import Job, PassReport, input_rows, ok_count, pending_parts, run
 from curate.workspace import Workspace, model_key, prompt_key
 
 REF_COLUMNS = ["sample_id", "image_path", "image_offset", "image_length"]
@@ -150,9 +150,9 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
     # the driver loads the model for its identity (and builds tiny-clip once, before actors)
     m = models.load(model, device if cluster is None else "cpu")
     threads = None
-    folder = ws.embeddings_dir(model)
-    idle = not redo_failed and (folder / "manifest.json").exists() and all(
-        (folder / p.name).exists() for p in ws.sample_parts())
+    folder, weights = ws.pass_dir("embeddings", model_key(model)), model_weights(m.identity)
+    idle = (folder / "manifest.json").exists() and not pending_parts(
+        ws.sample_parts(), folder, redo_failed)
     if workers is None and device == "cpu" and idle:  # nothing to compute: the runner
         workers, threads = 0, cores  # keeps the manifest of the run that computed the parts
     elif workers is None and device == "cpu":  # split the cores by measured cost
@@ -170,7 +170,7 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
         manifest["engine"] = cluster.describe(address)
         process = ray_engine.process(
             partial(_part_worker, model, device, batch_size, workers, dtype), cluster,
-            ws.pass_dir("embeddings", model_key(model)), model_weights(m.identity))
+            folder, weights)
     else:
         if threads is not None:
             torch.set_num_threads(threads)
@@ -185,7 +185,7 @@ def embed(workspace: str | Path, model: str = "tiny-clip", batch_size: int = 256
                                 plan=plans[-1], dtype=dtype)
 
     report = run(ws, Job(kind="embeddings", key=model_key(model), manifest=manifest,
-                         process=process, weights=model_weights(m.identity)), progress,
+                         process=process, weights=weights), progress,
                  redo_failed=redo_failed)
     if cluster is None and plans:
         report.extra.update(images_decoded=plans[0].decoded, images_reused=plans[0].reused)

@@ -151,6 +151,13 @@ def has_failed(part: Path) -> bool:
     return bool(pa.compute.any(pa.compute.equal(t["status"], "failed")).as_py())
 
 
+def pending_parts(parts: list[Path], out_dir: Path, redo_failed: bool = False) -> list[Path]:
+    """The samples ``parts`` a pass writing ``out_dir`` has yet to compute (with
+    ``redo_failed``, also those whose output holds a failed row)."""
+    return [p for p in parts if not (out_dir / p.name).exists()
+            or (redo_failed and has_failed(out_dir / p.name))]
+
+
 def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = False) -> PassReport:
     """Run ``job.process`` over the samples parts not yet done under its folder.
     ``redo_failed`` also recomputes every part holding a failed row (a source file restored
@@ -168,8 +175,7 @@ def run(ws: Workspace, job: Job, progress: bool = True, redo_failed: bool = Fals
     for stale in out_dir.glob(".*.tmp"):  # left by a killed run
         stale.unlink()
     parts = ws.sample_parts()
-    pending = [p for p in parts if not (out_dir / p.name).exists()
-               or (redo_failed and has_failed(out_dir / p.name))]
+    pending = pending_parts(parts, out_dir, redo_failed)
     report = PassReport(job.kind, job.key, out_dir, parts_skipped=len(parts) - len(pending))
     if redo_failed:
         report.extra["parts_redone"] = sum((out_dir / p.name).exists() for p in pending)
