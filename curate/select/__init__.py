@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
@@ -21,12 +23,13 @@ from curate.integrity import require_complete
 from curate.lock import writes
 from curate.params import as_dict
 from curate.select.rules import RULES, Rule, get
-from curate.select.step import Step
+from curate.select.step import Step, drop_table, id_array
 from curate.select.store import (
     SelectReport,
     check_free,
     list_selections,
     load_selection,
+    selection_ids,
     write_selection,
 )
 from curate.workspace import Workspace
@@ -35,12 +38,18 @@ __all__ = ["RULES", "Rule", "SelectReport", "list_selections", "load_selection",
            "select", "write_selection"]
 
 
-def _ok_samples(ws: Workspace) -> list[str]:
-    ids: list[str] = []
+def _ok_samples(ws: Workspace) -> pa.Array:
+    chunks = []
     for part in ws.sample_parts():
         t = pq.read_table(part, columns=["sample_id", "status"])
-        ids += t.filter(pa.compute.equal(t["status"], "ok"))["sample_id"].to_pylist()
-    return ids
+        chunks.append(t.filter(pc.equal(t["status"], "ok"))["sample_id"].combine_chunks())
+    return pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
+
+
+def _append(prior: pa.Array, reason: pa.Array) -> pa.Array:
+    """Each kept sample's reasons so far with this rule's appended, joined by "; "."""
+    joined = pc.binary_join_element_wise(prior, reason, "; ")
+    return pc.if_else(pc.equal(prior, ""), reason, joined)
 
 
 @writes("select")
@@ -65,35 +74,36 @@ def select(workspace: str | Path, name: str, rules: list[tuple[str, dict[str, An
     for rule_name, given in rules:
         rule = get(rule_name)
         chain.append((rule, rule.make_params(given)))
-    ids = load_selection(ws, start) if start else _ok_samples(ws)
+    ids = id_array(selection_ids(ws, start) if start else _ok_samples(ws))
     report = SelectReport(name, len(ids), 0)
-    dropped: list[dict] = []
-    reasons = {i: "" for i in ids}
+    dropped: list[pa.Table] = []
+    reasons = pa.array(np.full(len(ids), "", dtype=object), pa.string())
     with ws.connect(read_only=True) as con:
         for rule, params in chain:
             step = Step(ws, con, ids)
-            kept, info = rule.apply(step, params)
-            kept_set = set(kept)
-            for row in step.dropped:
-                row.setdefault("rule", rule.name)
-            dropped += step.dropped
-            missing = [i for i in ids if i not in kept_set and i not in step.dropped_ids]
-            dropped += [{"sample_id": i, "rule": rule.name, "reason": f"{rule.name}: not kept"}
-                        for i in missing]
-            for i in kept:
-                reasons[i] = (reasons[i] + "; " if reasons[i] else "") + step.reason_for(i)
+            kept_ids, info = rule.apply(step, params)
+            kept = id_array(kept_ids)
+            drops = step.dropped(rule.name)
+            # a candidate the rule neither kept nor gave a reason is logged, never lost
+            unseen = ~step.kept_mask(kept) & ~step.kept_mask(drops["sample_id"])
+            dropped += [drops, drop_table({"sample_id": ids.filter(pa.array(unseen)),
+                                           "rule": rule.name,
+                                           "reason": f"{rule.name}: not kept"},
+                                          int(unseen.sum()))]
+            prior = reasons.take(pc.index_in(kept, value_set=ids))
+            reasons = _append(prior, step.kept_reason_array(kept))
             report.steps.append({"rule": rule.name, "params": as_dict(params),
                                  "in": len(ids), "out": len(kept), **info})
             if progress:
                 progress(f"{rule.name}: {len(ids)} -> {len(kept)}")
             ids = kept
-            if not ids:
+            if not len(ids):
                 raise CurateError(f"rule {rule.name} keeps no samples, so selection {name!r} "
                                   "would be empty; nothing written")
     report.kept = len(ids)
     if partial:
         report.steps[0]["partial_inputs"] = [f"{h.kind}/{h.key}" for h in partial]
-    write_selection(ws, name, ids, reasons, dropped, report, start)
+    write_selection(ws, name, ids, reasons, pa.concat_tables(dropped), report, start)
     report.seconds = time.time() - t0
     return report
 

@@ -58,11 +58,8 @@ def coreset(step: Step, p: CoresetParams) -> tuple[list[str], dict[str, Any]]:
                                 easiness_weight=p.easiness_weight, label_weight=p.label_weight,
                                 refresh=p.refresh, threshold=p.threshold,
                                 max_partition=p.max_partition, seed=p.seed, device=p.device)
-    keep = set(kept)
-    for sid in step.ids:
-        if sid not in keep:
-            step.drop(sid, "coreset: not picked under the budget")
-    step.reasons = {sid: f"coreset pick {i}" for i, sid in enumerate(kept)}
+    step.drop_rest(kept, "coreset: not picked under the budget")
+    step.kept_reasons = pa.array([f"coreset pick {i}" for i in range(len(kept))], pa.string())
     return kept, info
 
 

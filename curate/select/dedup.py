@@ -15,6 +15,8 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from curate import ann
@@ -64,10 +66,31 @@ def fingerprint(data: bytes) -> tuple[int, bytes] | None:
 
 
 def _fingerprint_ref(ref: tuple[str, int, int]) -> tuple[int, bytes] | None:
+    if ref[0] is None:  # a candidate with no image reference
+        return None
     try:
         return fingerprint(read_bytes(ref[0], int(ref[1]), int(ref[2])))
     except OSError:
         return None
+
+
+def _fingerprints(refs: pa.Table, todo: np.ndarray, n: int, workers: int,
+                  batch: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pHashes, whether each was decoded, 16x16 RGB thumbnails) of the rows ``todo`` of
+    ``n``, decoded by ``workers`` processes a batch at a time, so the workers' results never
+    pile up beyond one batch."""
+    h, valid = np.zeros(n, np.uint64), np.zeros(n, bool)
+    thumbs = np.zeros((n, 768), np.uint8)
+    for s in range(0, len(todo), batch):
+        rows = todo[s:s + batch]
+        at = refs.select(["image_path", "image_offset", "image_length"]).take(pa.array(rows))
+        prints = pmap(_fingerprint_ref, list(zip(*(at[c].to_pylist() for c in at.schema.names),
+                                                 strict=True)), workers)
+        for i, fp in zip(rows, prints, strict=True):
+            if fp is not None:
+                h[i], valid[i] = fp[0], True
+                thumbs[i] = np.frombuffer(fp[1], np.uint8)
+    return h, valid, thumbs
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -92,7 +115,11 @@ class _Groups:
             self.parent[max(a, b)] = min(a, b)
 
     def labels(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))])
+        """Each row's root, by pointer jumping over the whole array at once."""
+        root = self.parent.copy()
+        while not np.array_equal(nxt := root[root], root):
+            root = nxt
+        return root
 
 
 def _perceptual_pairs(h: np.ndarray, thumbs: np.ndarray, valid: np.ndarray,
@@ -104,20 +131,35 @@ def _perceptual_pairs(h: np.ndarray, thumbs: np.ndarray, valid: np.ndarray,
     ok = np.flatnonzero(valid)
     if len(ok) < 2:
         return []
-    x = thumbs[ok].astype(np.float32)
-    labels, _, _ = _kmeans(x - x.mean(axis=1, keepdims=True), max(1, len(ok) // 1000), iters=10,
-                           seed=seed)
+    labels, _, _ = _kmeans(_coarse(thumbs, ok), max(1, len(ok) // 1000), iters=10, seed=seed)
     pairs = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        for s in range(0, len(idx), 256):
-            rows = idx[s:s + 256]
-            l1 = np.abs(x[rows][:, None, :] - x[idx][None, :, :]).mean(-1)
-            bits = hamming(h[ok[rows]][:, None], h[ok[idx]][None, :])
+        x = thumbs[ok[idx]].astype(np.float32)  # one cluster's thumbnails at a time
+        step = max(1, BLOCK // (len(idx) * x.shape[1]))
+        for s in range(0, len(idx), step):
+            rows = np.arange(s, min(s + step, len(idx)))
+            l1 = np.abs(x[rows][:, None, :] - x[None, :, :]).mean(-1)
+            bits = hamming(h[ok[idx[rows]]][:, None], h[ok[idx]][None, :])
             for a, b in zip(*np.nonzero((l1 <= max_l1) & (bits <= max_bits)), strict=True):
-                if rows[a] < idx[b]:
-                    pairs.append((int(ok[rows[a]]), int(ok[idx[b]])))
+                if rows[a] < b:
+                    pairs.append((int(ok[idx[rows[a]]]), int(ok[idx[b]])))
     return pairs
+
+
+BLOCK = 1 << 24  # floats in one block of thumbnail differences (64 MB)
+
+
+def _coarse(thumbs: np.ndarray, rows: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """The k-means features of the perceptual stage: each 16x16 RGB thumbnail averaged to 4x4
+    (48 values) less its mean brightness. Near copies land close together as they do in the
+    full 768 values, at 1/16 of the memory (float32, made a chunk at a time)."""
+    out = np.empty((len(rows), 48), np.float32)
+    for s in range(0, len(rows), chunk):
+        t = thumbs[rows[s:s + chunk]].reshape(-1, 4, 4, 4, 4, 3).astype(np.float32)
+        f = t.mean(axis=(2, 4)).reshape(len(t), 48)
+        out[s:s + chunk] = f - f.mean(axis=1, keepdims=True)
+    return out
 
 
 def _semantic_pairs(x: np.ndarray, threshold: float, seed: int) -> list[tuple[int, int]]:
@@ -135,26 +177,42 @@ def _semantic_pairs(x: np.ndarray, threshold: float, seed: int) -> list[tuple[in
     return pairs
 
 
-def _apply(step: Step, alive: np.ndarray, pairs: list[tuple[int, int]], prio: np.ndarray,
-           stage: str) -> None:
+def _apply(step: Step, alive: np.ndarray, pairs: list[tuple[int, int]] | np.ndarray,
+           prio: np.ndarray, stage: str) -> None:
     """Group ``pairs`` among ``alive`` rows; drop all but each group's representative."""
-    g = _Groups(len(step.ids))
+    g = _Groups(len(step))
     for a, b in pairs:
         if alive[a] and alive[b]:
-            g.union(a, b)
+            g.union(int(a), int(b))
     members = np.flatnonzero(alive)
     lab = g.labels()[members]
     order = np.argsort(lab, kind="stable")  # groups by root, members ascending within
     starts = np.flatnonzero(np.r_[True, lab[order][1:] != lab[order][:-1]])
+    rep_of = np.full(len(step), -1)
     for a, b in zip(starts, np.r_[starts[1:], len(order)], strict=True):
         if b - a < 2:  # one pass over the sorted roots, not one scan of all rows per root
             continue
         grp = members[order[a:b]]
         rep = grp[np.lexsort((grp, -prio[grp]))[0]]  # highest priority, then earliest rank
-        for i in grp[grp != rep]:
-            alive[i] = False
-            step.drop(step.ids[i], f"{stage} duplicate of {step.ids[rep]}", stage=stage,
-                      group_id=f"{stage}:{step.ids[rep][:12]}", representative=step.ids[rep])
+        rep_of[grp[grp != rep]] = rep
+    dup = rep_of >= 0
+    alive[dup] = False
+    reps = step.id_array.take(pa.array(rep_of[dup])).to_pylist()
+    step.drop_at(dup, [f"{stage} duplicate of {r}" for r in reps], stage=stage,
+                 group_id=[f"{stage}:{r[:12]}" for r in reps], representative=reps)
+
+
+def _exact_pairs(hashes: pa.ChunkedArray) -> np.ndarray:
+    """(first row, later row) for every row whose image hash an earlier row has."""
+    enc = pc.dictionary_encode(hashes.combine_chunks())
+    codes = enc.indices
+    have = np.flatnonzero(codes.is_valid().to_numpy(zero_copy_only=False))
+    c = codes.to_numpy(zero_copy_only=False)[have].astype(np.int64)
+    first = np.full(len(enc.dictionary), -1)
+    uniq, at = np.unique(c, return_index=True)
+    first[uniq] = have[at]
+    later = first[c] != have
+    return np.stack([first[c[later]], have[later]], axis=1)
 
 
 @dataclass(frozen=True)
@@ -191,31 +249,18 @@ def dedup(step: Step, p: DedupParams) -> tuple[list[str], dict[str, Any]]:
     one. The semantic threshold depends on the model: tiny-clip maps every render of a scene
     to almost the same vector, so on the synthetic pool only ~0.999 marks copies; CLIP
     ViT-B/32-class models put near-duplicates above ~0.95-0.98."""
-    n = len(step.ids)
-    _, prio = step.column(p.by)
-    prio = np.nan_to_num(prio, nan=-np.inf)
+    n = len(step)
+    prio = np.nan_to_num(step.values(p.by), nan=-np.inf)
     refs = step.query("SELECT p.image_hash, p.image_path, p.image_offset, p.image_length FROM "
-                      "cand c JOIN pairs p USING (sample_id) ORDER BY c.pos").to_pydict()
+                      "cand c LEFT JOIN pairs p USING (sample_id) ORDER BY c.pos")
     alive = np.ones(n, bool)
     counts = {}
     for stage in p.stages:
         before = int(alive.sum())
         if stage == "exact":
-            first: dict[str, int] = {}
-            pairs = []
-            for i, h in enumerate(refs["image_hash"]):
-                if h is not None and (j := first.setdefault(h, i)) != i:
-                    pairs.append((j, i))
+            pairs = _exact_pairs(refs["image_hash"])
         elif stage == "perceptual":
-            todo = np.flatnonzero(alive)
-            prints = pmap(_fingerprint_ref, [(refs["image_path"][i], refs["image_offset"][i],
-                                              refs["image_length"][i]) for i in todo], p.workers)
-            h, valid = np.zeros(n, np.uint64), np.zeros(n, bool)
-            thumbs = np.zeros((n, 768), np.uint8)
-            for i, fp in zip(todo, prints, strict=True):
-                if fp is not None:
-                    h[i], valid[i] = fp[0], True
-                    thumbs[i] = np.frombuffer(fp[1], np.uint8)
+            h, valid, thumbs = _fingerprints(refs, np.flatnonzero(alive), n, p.workers)
             pairs = _perceptual_pairs(h, thumbs, valid, p.phash_bits, p.thumb_l1, p.seed)
         elif ann.current(step.ws, p.model):  # the index's lists stand in for k-means
             pairs = ann.pairs_above(step.ws, p.model, step.embeddings(p.model),
@@ -225,7 +270,7 @@ def dedup(step: Step, p: DedupParams) -> tuple[list[str], dict[str, Any]]:
         _apply(step, alive, pairs, prio, stage)
         counts[stage] = before - int(alive.sum())
     step.reason = "dedup: unique or representative"
-    return [step.ids[i] for i in np.flatnonzero(alive)], {
+    return step.id_array.take(pa.array(np.flatnonzero(alive))), {
         "dropped_by_stage": counts, "note": ", ".join(f"{k} -{v}" for k, v in counts.items())}
 
 
@@ -280,15 +325,14 @@ def semdedup(step: Step, p: SemdedupParams) -> tuple[list[str], dict[str, Any]]:
     keep_mask[ok] = m[ok] <= 1 - use
     has_emb = np.zeros(len(step.ids), bool)
     has_emb[ok] = True
-    for i in np.flatnonzero(~keep_mask):
-        sid = step.ids[i]
-        if not has_emb[i]:
-            step.drop(sid, "semdedup: no image embedding", stage="semdedup")
-        else:
-            rep = step.ids[earlier[i]]
-            step.drop(sid, f"semdedup: cosine {m[i]:.4f} > 1 - {use} to {rep}",
-                      stage="semdedup", group_id=f"semdedup:{rep[:12]}", representative=rep)
+    step.drop_at(~has_emb, "semdedup: no image embedding", stage="semdedup")
+    near = ~keep_mask & has_emb
+    reps = step.id_array.take(pa.array(earlier[near])).to_pylist()
+    step.drop_at(near, pa.array([f"semdedup: cosine {c:.4f} > 1 - {use} to {r}"
+                                 for c, r in zip(m[near], reps, strict=True)], pa.string()),
+                 stage="semdedup", group_id=[f"semdedup:{r[:12]}" for r in reps],
+                 representative=reps)
     step.reason = f"semdedup eps {use} ({keep})"
-    return [step.ids[i] for i in np.flatnonzero(keep_mask)], {
+    return step.id_array.take(pa.array(np.flatnonzero(keep_mask))), {
         "kept_fraction_per_eps": kept_frac, "clusters": n_clusters, "eps": use, "keep": keep,
         "note": "kept " + ", ".join(f"{v:.3f}@{e}" for e, v in kept_frac.items())}

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
@@ -108,15 +109,15 @@ def ids(step: Step, p: IdsParams) -> tuple[list[str], dict[str, Any]]:
                           if on == "uid" else f"ids: the samples have no {on} column")
     norm = str.lower if on == "uid" else str
     want = {norm(w) for w in wanted}
-    t = step.query(f'SELECT c.sample_id, p."{on}"::VARCHAR AS v FROM cand c '
-                   "JOIN pairs p USING (sample_id) ORDER BY c.pos")
-    kept, seen = [], set()
-    for sid, v in zip(t["sample_id"].to_pylist(), t["v"].to_pylist(), strict=True):
-        if v is not None and norm(v) in want:
-            kept.append(sid)
-            seen.add(norm(v))
-        else:
-            step.drop(sid, f"ids: {on} not in {path.name}")
+    t = step.query(f'SELECT p."{on}"::VARCHAR AS v FROM cand c '
+                   "LEFT JOIN pairs p USING (sample_id) ORDER BY c.pos")
+    v = t["v"].combine_chunks()
+    v = pc.utf8_lower(v) if on == "uid" else v
+    hit = pc.fill_null(pc.is_in(v, value_set=pa.array(sorted(want), pa.string())), False)
+    hit = hit.to_numpy(zero_copy_only=False)
+    kept = step.id_array.filter(pa.array(hit))
+    seen = set(pc.unique(v.filter(pa.array(hit))).to_pylist())
+    step.drop_at(~hit, f"ids: {on} not in {path.name}")
     unmatched = [w for w in dict.fromkeys(norm(w) for w in wanted) if w not in seen]
     step.reason = f"ids {path.name} ({on})"
     with open(path, "rb") as f:

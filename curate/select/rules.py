@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.errors import CurateError
 from curate.params import Amount, make
@@ -32,7 +34,7 @@ from curate.select.dedup import DedupParams, SemdedupParams, dedup, semdedup
 from curate.select.ids import IdsParams, ids
 from curate.select.step import Step
 
-Kept = tuple[list[str], dict[str, Any]]  # (kept ids in rank order, info for the manifest)
+Kept = tuple[list[str] | pa.Array, dict[str, Any]]  # (kept ids in rank order, manifest info)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,15 +74,12 @@ def where(step: Step, p: WhereParams) -> Kept:
     ``$name`` parameters are bound by DuckDB, never formatted into the SQL. ``per=image``
     keeps every candidate caption of an image for which it holds for at least one."""
     kept = step.query(f"SELECT c.sample_id FROM cand c JOIN pairs p USING (sample_id) "
-                      f"WHERE ({p.expr}) ORDER BY c.pos", p.params)["sample_id"].to_pylist()
+                      f"WHERE ({p.expr}) ORDER BY c.pos", p.params)["sample_id"]
     if p.per == "image":
-        kept = where_per_image(step, kept)
-    keep = set(kept)
+        kept = where_per_image(step, kept.to_pylist())
     what = f"where {p.expr}" + (" per image" if p.per else "")
-    for sid in step.ids:
-        if sid not in keep:
-            step.drop(sid, f"where: not ({p.expr})" + (" for any caption of its image"
-                                                        if p.per else ""))
+    step.drop_rest(kept, f"where: not ({p.expr})" + (" for any caption of its image"
+                                                      if p.per else ""))
     step.reason = what
     return kept, {"note": what}
 
@@ -98,10 +97,10 @@ def top(step: Step, p: TopParams) -> Kept:
     """DataComp's ``--fraction``: keep scores >= the value at index int(N*f) of the descending
     sort of the N non-null scores (int(N*f)+1 samples plus ties); a count keeps exactly that
     many. ``per`` applies it within each value of another column."""
-    ids, v = step.column(p.column)
+    v = step.values(p.column)
     per = PER.get(p.per or "", p.per)
-    groups = np.zeros(len(ids), np.int64) if per is None else _codes(step, per)
-    keep = np.zeros(len(ids), bool)
+    groups = np.zeros(len(v), np.int64) if per is None else _codes(step, per)
+    keep = np.zeros(len(v), bool)
     thresholds = {}
     for g in np.unique(groups):
         idx = np.flatnonzero((groups == g) & ~np.isnan(v))
@@ -114,26 +113,26 @@ def top(step: Step, p: TopParams) -> Kept:
             t = v[order[min(int(len(idx) * p.amount.value), len(idx) - 1)]]
             keep[idx[v[idx] >= t]] = True
             thresholds[str(g)] = float(t)
-    for i, sid in enumerate(ids):
-        if np.isnan(v[i]):
-            step.drop(sid, f"top: {p.column} is null")
-        elif not keep[i]:
-            step.drop(sid, f"top: {p.column} = {v[i]:.4g} below the cut")
-    kept = [ids[i] for i in np.flatnonzero(keep)[np.argsort(-v[keep], kind="stable")]]
-    step.reasons = {ids[i]: f"top {p.column} = {v[i]:.4g}" for i in np.flatnonzero(keep)}
-    return kept, {"thresholds": thresholds, "note": f"top {p.amount} by {p.column}"
-                  + (f" per {p.per}" if p.per else "")}
+    null = np.isnan(v)
+    step.drop_at(null, f"top: {p.column} is null")
+    below = ~keep & ~null
+    step.drop_at(below, step.format(v[below], f"top: {p.column} = {{}} below the cut"))
+    at = np.flatnonzero(keep)[np.argsort(-v[keep], kind="stable")]
+    step.kept_reasons = step.format(v[at], f"top {p.column} = {{}}")
+    return step.id_array.take(pa.array(at)), {
+        "thresholds": thresholds,
+        "note": f"top {p.amount} by {p.column}" + (f" per {p.per}" if p.per else "")}
 
 
 PER = {"image": "image_id"}  # ``per=image``: within each image's captions
 
 
 def _codes(step: Step, col: str) -> np.ndarray:
-    t = step.query(f'SELECT p."{col}"::VARCHAR AS g FROM cand c JOIN pairs p USING (sample_id)'
-                   " ORDER BY c.pos")
-    _, codes = np.unique(np.array(t["g"].to_pylist(), dtype=object).astype(str),
-                         return_inverse=True)
-    return codes
+    """Per candidate, a group code of its ``col`` value (null is a group of its own)."""
+    t = step.query(f'SELECT p."{col}"::VARCHAR AS g FROM cand c LEFT JOIN pairs p '
+                   "USING (sample_id) ORDER BY c.pos")
+    codes = pc.dictionary_encode(t["g"].combine_chunks(), null_encoding="encode").indices
+    return codes.to_numpy().astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -146,14 +145,13 @@ class RandomParams:
 
 def random(step: Step, p: RandomParams) -> Kept:
     """A seeded uniform sample: the baseline every rule is compared with."""
-    k = p.amount.of(len(step.ids), "random")
-    pick = np.sort(np.random.default_rng(p.seed).choice(len(step.ids), k, replace=False))
-    keep = set(pick.tolist())
-    for i, sid in enumerate(step.ids):
-        if i not in keep:
-            step.drop(sid, f"random: not drawn (seed {p.seed})")
+    k = p.amount.of(len(step), "random")
+    pick = np.sort(np.random.default_rng(p.seed).choice(len(step), k, replace=False))
+    drawn = np.zeros(len(step), bool)
+    drawn[pick] = True
+    step.drop_at(~drawn, f"random: not drawn (seed {p.seed})")
     step.reason = f"random {p.amount} seed {p.seed}"
-    return [step.ids[i] for i in pick], {"seed": p.seed}
+    return step.id_array.take(pa.array(pick)), {"seed": p.seed}
 
 
 RULES: dict[str, Rule] = {r.name: r for r in (

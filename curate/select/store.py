@@ -14,15 +14,15 @@ import json
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.errors import CurateError
 from curate.files import read_json
+from curate.select.step import DROPPED, Ids, drop_table, id_array
 from curate.workspace import Selection, Workspace
-
-DROPPED = ("sample_id", "rule", "stage", "reason", "group_id", "representative")
 
 
 @dataclass
@@ -53,10 +53,18 @@ def check_free(ws: Workspace, name: str, overwrite: bool, hint: str = "pass --fo
     return sel
 
 
-def write_selection(ws: Workspace, name: str, ids: list[str], reasons: dict[str, str],
-                    dropped: list[dict], report: SelectReport, start: str | None) -> None:
-    """Write selection ``name``: ``ids`` in rank order with their ``reasons``, the ``dropped``
-    rows, and a manifest of ``report``'s steps and the workspace's pass manifests."""
+def write_selection(ws: Workspace, name: str, ids: Ids, reasons: dict[str, str] | pa.Array,
+                    dropped: list[dict] | pa.Table, report: SelectReport, start: str | None
+                    ) -> None:
+    """Write selection ``name``: ``ids`` in rank order with their ``reasons`` (a dict by id,
+    or an array in the order of ``ids``), the ``dropped`` rows (dicts or a table of
+    ``DROPPED``'s columns), and a manifest of ``report``'s steps and the workspace's pass
+    manifests."""
+    ids = id_array(ids)
+    if isinstance(reasons, dict):
+        reasons = pa.array([reasons[i] for i in ids.to_pylist()], pa.string())
+    if not isinstance(dropped, pa.Table):
+        dropped = drop_table({c: [d.get(c) for d in dropped] for c in DROPPED}, len(dropped))
     sel = ws.selection(name)
     inputs = {}
     for kind in ("scores", "embeddings"):
@@ -71,24 +79,28 @@ def write_selection(ws: Workspace, name: str, ids: list[str], reasons: dict[str,
     # the three files appear together: a kill leaves the old selection or the new one
     with ws.replace_together(f"selection-{name}", [sel.dropped, sel.json, sel.parquet]
                              ) as (dropped_tmp, json_tmp, ids_tmp):
-        pq.write_table(pa.table({c: pa.array([d.get(c) for d in dropped], pa.string())
-                                 for c in DROPPED}), dropped_tmp, compression="zstd")
+        pq.write_table(dropped.select(list(DROPPED)), dropped_tmp, compression="zstd")
         json_tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         pq.write_table(pa.table({"sample_id": pa.array(ids, pa.string()),
-                                 "rank": pa.array(range(len(ids)), pa.int64()),
-                                 "reason": pa.array([reasons[i] for i in ids], pa.string())}),
+                                 "rank": pa.array(np.arange(len(ids), dtype=np.int64)),
+                                 "reason": reasons}),
                        ids_tmp, compression="zstd")
     ws.refresh()
 
 
-def load_selection(ws: Workspace, name: str) -> list[str]:
-    """The sample ids of a selection, in rank order."""
+def selection_ids(ws: Workspace, name: str) -> pa.Array:
+    """The sample ids of a selection, in rank order, as an Arrow array."""
     path = ws.selection(name).parquet
     if not path.exists():
         have = ws.selection_names()
         raise CurateError(f"no selection {name!r} in {ws.root} (have: {', '.join(have) or 'none'})")
     t = pq.read_table(path, columns=["sample_id", "rank"]).sort_by("rank")
-    return t["sample_id"].to_pylist()
+    return t["sample_id"].combine_chunks()
+
+
+def load_selection(ws: Workspace, name: str) -> list[str]:
+    """The sample ids of a selection, in rank order."""
+    return selection_ids(ws, name).to_pylist()
 
 
 def list_selections(ws: Workspace) -> list[dict]:
