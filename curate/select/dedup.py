@@ -134,16 +134,20 @@ def _perceptual_pairs(h: np.ndarray, thumbs: np.ndarray, valid: np.ndarray,
     labels, _, _ = _kmeans(_coarse(thumbs, ok), max(1, len(ok) // 1000), iters=10, seed=seed)
     pairs = []
     for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        x = thumbs[ok[idx]].astype(np.float32)  # one cluster's thumbnails at a time
-        step = max(1, BLOCK // (len(idx) * x.shape[1]))
-        for s in range(0, len(idx), step):
-            rows = np.arange(s, min(s + step, len(idx)))
-            l1 = np.abs(x[rows][:, None, :] - x[None, :, :]).mean(-1)
-            bits = hamming(h[ok[idx[rows]]][:, None], h[ok[idx]][None, :])
-            for a, b in zip(*np.nonzero((l1 <= max_l1) & (bits <= max_bits)), strict=True):
-                if rows[a] < b:
-                    pairs.append((int(ok[idx[rows[a]]]), int(ok[idx[b]])))
+        idx = ok[labels == c]
+        hc = h[idx]
+        # the hash test first (one popcount a pair, a block of rows at a time), the
+        # thumbnails only of the pairs it passes
+        rows = max(1, BLOCK // 4 // len(idx))
+        hits = [np.nonzero(np.triu(hamming(hc[r:r + rows, None], hc[None, :]) <= max_bits,
+                                   1 + r)) for r in range(0, len(idx), rows)]
+        a = np.concatenate([x + r for (x, _), r in zip(hits, range(0, len(idx), rows),
+                                                       strict=True)])
+        b = np.concatenate([y for _, y in hits])
+        for s in range(0, len(a), BLOCK // 768):
+            i, j = idx[a[s:s + BLOCK // 768]], idx[b[s:s + BLOCK // 768]]
+            l1 = np.abs(thumbs[i].astype(np.float32) - thumbs[j]).mean(axis=1)
+            pairs += zip(i[l1 <= max_l1].tolist(), j[l1 <= max_l1].tolist(), strict=True)
     return pairs
 
 
