@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,13 +23,28 @@ def n_workers(workers: int) -> int:
     return len(cores) if cores else os.cpu_count() or 1
 
 
+def _die_with_parent(parent: int) -> None:
+    """In a worker: ask Linux to kill it when the process that forked it dies, so a killed
+    writer leaves no worker holding its inherited descriptors (the workspace's writer lock
+    among them). Elsewhere a no-op."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _executor(workers: int) -> ProcessPoolExecutor:
     global _POOL
     if _POOL is None or _POOL[:2] != (os.getpid(), workers):
         if _POOL is not None and _POOL[0] == os.getpid():
             _POOL[2].shutdown(wait=False, cancel_futures=True)
         ctx = multiprocessing.get_context("fork")
-        _POOL = (os.getpid(), workers, ProcessPoolExecutor(workers, mp_context=ctx))
+        _POOL = (os.getpid(), workers, ProcessPoolExecutor(workers, mp_context=ctx,
+                                                         initializer=_die_with_parent,
+                                                         initargs=(os.getpid(),)))
     return _POOL[2]
 
 

@@ -79,3 +79,33 @@ def test_a_refused_writer_leaves_the_holder_alone(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+HOLD_WITH_WORKERS = """
+import sys, time
+from curate.lock import writing
+from curate.parallel import pmap
+with writing(sys.argv[1], "select"):
+    print("held", flush=True)
+    pmap(time.sleep, [60, 60, 60, 60], workers=2)
+"""
+
+
+def test_a_killed_writer_s_workers_do_not_keep_its_lock(tmp_path: Path) -> None:
+    """The forked pool inherits the lock's descriptor: killing the writer kills its workers
+    too (PR_SET_PDEATHSIG), so the next writer is not refused by orphans of a dead pid."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_WITH_WORKERS, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    time.sleep(1.0)  # the pool's two workers forked and sleeping
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    assert len(children) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while holder(tmp_path) is not None and time.time() < deadline:
+        time.sleep(0.1)
+    assert holder(tmp_path) is None
+    with writing(tmp_path, "score"):
+        assert holder(tmp_path)["pid"] == os.getpid()
